@@ -1,0 +1,168 @@
+"""The assistant from the terminal.
+
+    python -m assistant ask "How much is an international wire?" --domain bank [--json]
+    python -m assistant chat --domain hospital
+    python -m assistant prepare [--domain bank --domain hospital]   # convert the model, build the indexes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import fields
+
+from assistant.config import AssistantConfig
+from assistant.packs import PackError, available_packs
+from index.embed import ModelSpecError
+from index.store import IndexError_
+
+USER_ERRORS = (ModelSpecError, PackError, IndexError_, ValueError)
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    defaults = AssistantConfig.__dataclass_fields__
+    p.add_argument("--domain", default=defaults["domain"].default,
+                   help=f"domain pack: {', '.join(available_packs())} or a pack directory")
+    p.add_argument("--model", default="bundled", help="LLM: bundled, a Hugging Face id, a local directory or a .gguf")
+    p.add_argument("--embedder", default="bundled", help="embedder: bundled, a Hugging Face id or a local directory")
+    p.add_argument("--adapter", default=None, help="PEFT adapter directory from `python -m finetune`")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--top-k", type=int, default=defaults["top_k"].default, help="passages given to the model")
+    p.add_argument("--min-score", type=float, default=defaults["min_score"].default,
+                   help="passages below this similarity count as irrelevant")
+    p.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"].default)
+    p.add_argument("--temperature", type=float, default=defaults["temperature"].default, help="0 = greedy")
+
+
+def config_from(args: argparse.Namespace) -> AssistantConfig:
+    names = {f.name for f in fields(AssistantConfig)}
+    return AssistantConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from assistant.pipeline import Assistant
+
+    bot = Assistant(config_from(args))
+    shown = ""
+    response = None
+    for response in bot.stream(args.question):
+        if not args.json and not response.done:
+            sys.stdout.write(response.answer[len(shown):])
+            sys.stdout.flush()
+            shown = response.answer
+    if args.json:
+        data = response.to_dict()
+        out = {k: data[k] for k in ("answer", "sources", "intent", "action", "confidence", "latency_ms")}
+        out.update(ticket=data["ticket"], grounded=data["grounded"], model=data["model"])
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    print("\r" + " " * len(shown) + "\r" if shown else "", end="")
+    print(response.answer)
+    print_sources(response)
+    return 0
+
+
+def print_sources(response) -> None:
+    for s in response.sources:
+        if s.cited:
+            page = f", p. {s.page}" if s.page else ""
+            print(f"  [{s.n}] {s.title} ({s.source}{page}) score {s.score:.2f}")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from assistant.pipeline import Assistant
+
+    bot = Assistant(config_from(args))
+    print(f"{bot.pack.assistant_name} — {bot.pack.institution}. Empty line or Ctrl-D to quit.")
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            message = input("\nyou> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not message:
+            return 0
+        sys.stdout.write("bot> ")
+        shown = ""
+        response = None
+        for response in bot.stream(message, history):
+            if not response.done:
+                sys.stdout.write(response.answer[len(shown):])
+                sys.stdout.flush()
+                shown = response.answer
+        if response.answer != shown:  # citations were attributed, or a scripted reply: show the final text
+            sys.stdout.write(("\n     " if shown else "") + response.answer)
+        print()
+        print_sources(response)
+        history.append((message, response.answer))
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Convert the default model and build each pack's index, so the first chat starts quickly."""
+    from assistant.models import load_llm
+    from assistant.pipeline import Assistant
+
+    started = time.time()
+    llm = load_llm(args.model)
+    print(f"model {args.model}: {'converted' if llm.converted_now else 'cached'} at {llm.path} "
+          f"({llm.load_seconds:.1f} s)")
+    for domain in args.domain or available_packs():
+        bot = Assistant(AssistantConfig(domain=domain, model=args.model, embedder=args.embedder), progress=True)
+        report = bot.index_report
+        state = report.summary().splitlines()[0] if report else "up to date"
+        print(f"index {domain}: {state} ({bot.config.index_dir})")
+    print(f"ready in {time.time() - started:.1f} s")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m assistant", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    ask = sub.add_parser("ask", help="answer one question")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    add_config_args(ask)
+    ask.set_defaults(func=cmd_ask)
+    chat = sub.add_parser("chat", help="interactive multi-turn chat in the terminal")
+    add_config_args(chat)
+    chat.set_defaults(func=cmd_chat)
+    prep = sub.add_parser("prepare", help="convert the model and build the domain indexes")
+    prep.add_argument("--domain", action="append", help="repeatable; default: every built-in pack")
+    prep.add_argument("--model", default="bundled")
+    prep.add_argument("--embedder", default="bundled")
+    prep.set_defaults(func=cmd_prepare)
+    return p
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (weight-loading bars, optional-kernel notices) out of the user's terminal."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("transformers", "sentence_transformers", "bitsandbytes", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    quiet_libraries()
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

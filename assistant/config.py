@@ -1,0 +1,42 @@
+"""Assistant settings as one dataclass; the CLI and the UI override fields by name."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from index.search import DEFAULT_MIN_SCORE
+
+
+def data_dir() -> Path:
+    """Where indexes live: `$RA_DATA_DIR`, else `$XDG_DATA_HOME/regulated-assistant` (~/.local/share/…)."""
+    if os.environ.get("RA_DATA_DIR"):
+        return Path(os.environ["RA_DATA_DIR"])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "regulated-assistant"
+
+
+@dataclass
+class AssistantConfig:
+    domain: str = "bank"  # a built-in pack name or a pack directory
+    model: str = "bundled"  # LLM spec: bundled, HF id, local dir, .gguf
+    embedder: str = "bundled"
+    adapter: str | None = None  # PEFT adapter directory
+    device: str | None = None  # None/auto: CUDA when present, else CPU
+    top_k: int = 3
+    min_score: float = DEFAULT_MIN_SCORE
+    max_new_tokens: int = 160
+    temperature: float = 0.0
+    data_dir: Path = field(default_factory=data_dir)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= 10:
+            raise ValueError(f"--top-k must be between 1 and 10 (got {self.top_k})")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise ValueError(f"--min-score is a cosine similarity between -1 and 1 (got {self.min_score})")
+        self.data_dir = Path(self.data_dir)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes" / Path(self.domain).name

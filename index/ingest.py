@@ -1,0 +1,331 @@
+"""Read documents (.txt .md .html .pdf .docx .csv .jsonl) into titled sections with page numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".jsonl"}
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+class IngestError(ValueError):
+    """A file that cannot be indexed; the message is the one-line reason shown in the build summary."""
+
+
+@dataclass
+class Section:
+    """A run of text under one heading path (and on one page for PDFs)."""
+
+    text: str
+    headings: list[str] = field(default_factory=list)
+    page: int | None = None
+
+
+@dataclass
+class Document:
+    source: str
+    title: str
+    sections: list[Section]
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.sections)
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files under the given paths, recursively, in a stable order; hidden files are left out."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                rel = child.relative_to(path)
+                if child.is_file() and not any(p.startswith(".") for p in rel.parts):
+                    yield child
+        else:
+            yield path
+
+
+def read_text_file(path: Path) -> str:
+    """Decode a text file whatever its encoding; binary content is an IngestError."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise IngestError("empty file")
+    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise IngestError("binary content in a text file")
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            return data.decode(codec)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise IngestError("undecodable text (no encoding fits)")
+    return str(best)
+
+
+def load_document(path: str | Path) -> Document:
+    """Parse one file by its suffix. Raises IngestError with a one-line reason when it cannot."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise IngestError(f"unsupported file type '{suffix or path.name}'")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise IngestError(f"unreadable: {exc.strerror}") from exc
+    if size == 0:
+        raise IngestError("empty file")
+    if size > MAX_FILE_BYTES:
+        raise IngestError(f"too large ({size / 2**20:.0f} MB > {MAX_FILE_BYTES // 2**20} MB limit)")
+    try:
+        parser = PARSERS[suffix]
+        sections, title = parser(path)
+    except IngestError:
+        raise
+    except PermissionError as exc:
+        raise IngestError(f"unreadable: {exc.strerror}") from exc
+    except Exception as exc:  # a parser library's own error on a malformed file
+        raise IngestError(f"could not parse {suffix} file: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    sections = [s for s in sections if s.text.strip()]
+    if not sections:
+        raise IngestError("no extractable text")
+    return Document(source=str(path), title=title or _title_from_name(path), sections=sections)
+
+
+def _title_from_name(path: Path) -> str:
+    return re.sub(r"[_\-]+", " ", path.stem).strip().capitalize()
+
+
+def parse_text(path: Path) -> tuple[list[Section], str | None]:
+    text = read_text_file(path)
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    title = first if 0 < len(first) <= 120 else None
+    return [Section(text=text.strip())], title
+
+
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+def parse_markdown(path: Path) -> tuple[list[Section], str | None]:
+    text = read_text_file(path)
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+    title = None
+    in_code = False
+
+    def flush() -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            sections.append(Section(text=body, headings=[h for _, h in stack]))
+        buf.clear()
+
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        match = None if in_code else _MD_HEADING.match(line)
+        if match:
+            flush()
+            level, heading = len(match.group(1)), match.group(2).strip()
+            if title is None and level == 1:
+                title = heading
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, heading))
+        else:
+            buf.append(line)
+    flush()
+    return sections, title
+
+
+_HTML_DROP = ["script", "style", "noscript", "template", "nav", "footer", "header", "aside", "form", "svg"]
+_HTML_BLOCKS = ["p", "li", "td", "th", "dd", "dt", "pre", "blockquote", "figcaption", "caption"]
+
+
+def parse_html(path: Path) -> tuple[list[Section], str | None]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(read_text_file(path), "html.parser")
+    title = soup.title.get_text(" ", strip=True) if soup.title else None
+    for tag in soup(_HTML_DROP):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            sections.append(Section(text=body, headings=[h for _, h in stack]))
+        buf.clear()
+
+    for el in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "tr", *_HTML_BLOCKS]):
+        if el.name[0] == "h" and el.name[1:].isdigit():
+            flush()
+            level = int(el.name[1])
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, el.get_text(" ", strip=True)))
+        elif el.name == "tr":
+            cells = [c.get_text(" ", strip=True) for c in el.find_all(["td", "th"])]
+            if any(cells):
+                buf.append(" | ".join(cells))
+        elif el.find_parent(["tr", "li"]) is None or el.name == "li":
+            if el.name == "li" and el.find_parent("li") is not None:
+                continue
+            text = el.get_text(" ", strip=True)
+            if text:
+                buf.append(("- " if el.name == "li" else "") + text)
+    flush()
+    if not sections:  # pages without block tags: keep the visible text
+        text = root.get_text("\n", strip=True)
+        sections = [Section(text=text)] if text else []
+    if title is None and stack:
+        title = stack[0][1]
+    h1 = root.find("h1")
+    if h1 is not None and h1.get_text(strip=True):
+        title = h1.get_text(" ", strip=True)
+    return sections, title
+
+
+def parse_pdf(path: Path) -> tuple[list[Section], str | None]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+    except PdfReadError as exc:
+        raise IngestError(f"corrupt PDF: {exc}") from exc
+    if reader.is_encrypted:
+        try:
+            if not reader.decrypt(""):
+                raise IngestError("encrypted PDF (password required)")
+        except Exception as exc:
+            raise IngestError("encrypted PDF (password required)") from exc
+    sections = []
+    for number, page in enumerate(reader.pages, start=1):
+        text = (page.extract_text() or "").strip()
+        if text:
+            sections.append(Section(text=text, page=number))
+    if not sections:
+        raise IngestError("PDF has no text layer (scanned or image-only; run OCR first)")
+    meta_title = None
+    try:
+        meta_title = reader.metadata.title if reader.metadata else None
+    except Exception:  # broken metadata does not stop the text from being indexed
+        meta_title = None
+    first_line = sections[0].text.splitlines()[0].strip()
+    return sections, meta_title or (first_line if len(first_line) <= 120 else None)
+
+
+def parse_docx(path: Path) -> tuple[list[Section], str | None]:
+    import docx
+
+    document = docx.Document(str(path))
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+    title = document.core_properties.title or None
+
+    def flush() -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            sections.append(Section(text=body, headings=[h for _, h in stack]))
+        buf.clear()
+
+    for para in document.paragraphs:
+        style = (para.style.name or "") if para.style is not None else ""
+        text = para.text.strip()
+        if not text:
+            continue
+        if style == "Title" or style.startswith("Heading"):
+            flush()
+            level = 0 if style == "Title" else int(style.split()[-1]) if style.split()[-1].isdigit() else 1
+            if title is None and level <= 1:
+                title = text
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, text))
+        else:
+            buf.append(text)
+    for table in document.tables:
+        for row in table.rows:
+            cells = [c.text.strip() for c in row.cells]
+            if any(cells):
+                buf.append(" | ".join(cells))
+    flush()
+    return sections, title
+
+
+_Q_COLUMNS = ("question", "q", "query", "prompt", "title")
+_A_COLUMNS = ("answer", "a", "response", "reply", "content", "text")
+
+
+def parse_csv(path: Path) -> tuple[list[Section], str | None]:
+    """A question/answer FAQ: one section per row, the question as its heading."""
+    text = read_text_file(path)
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+    q_col = next((fields[c] for c in _Q_COLUMNS if c in fields), None)
+    a_col = next((fields[c] for c in _A_COLUMNS if c in fields), None)
+    if q_col is None or a_col is None:
+        raise IngestError(
+            f"CSV needs question and answer columns (found: {', '.join(fields) or 'none'})"
+        )
+    sections = []
+    for row in reader:
+        question, answer = (row.get(q_col) or "").strip(), (row.get(a_col) or "").strip()
+        if question and answer:
+            sections.append(Section(text=f"Q: {question}\nA: {answer}", headings=[question]))
+    return sections, None
+
+
+def parse_jsonl(path: Path) -> tuple[list[Section], str | None]:
+    """One record per line: `text` (or question/answer), optional `title`."""
+    sections = []
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise IngestError(f"invalid JSON on line {number}: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise IngestError(f"line {number} is not a JSON object")
+        if "question" in record and "answer" in record:
+            text = f"Q: {record['question']}\nA: {record['answer']}"
+            headings = [str(record["question"])]
+        else:
+            text = str(record.get("text") or record.get("content") or "")
+            headings = [str(record["title"])] if record.get("title") else []
+        if text.strip():
+            sections.append(Section(text=text, headings=headings))
+    return sections, None
+
+
+PARSERS = {
+    ".txt": parse_text,
+    ".md": parse_markdown,
+    ".markdown": parse_markdown,
+    ".html": parse_html,
+    ".htm": parse_html,
+    ".pdf": parse_pdf,
+    ".docx": parse_docx,
+    ".csv": parse_csv,
+    ".jsonl": parse_jsonl,
+}

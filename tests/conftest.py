@@ -1,0 +1,64 @@
+"""Shared fixtures: real bundled models, real FAISS indexes in temporary directories, no network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched from the hub in tests
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if not cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from index.embed import resolve_embedder
+
+    return resolve_embedder("bundled")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Indexes for the whole session live here, built fresh from the packs."""
+    return tmp_path_factory.mktemp("ra-data")
+
+
+@pytest.fixture(scope="session")
+def bank_bot(data_dir):
+    from assistant import Assistant, AssistantConfig
+
+    return Assistant(AssistantConfig(domain="bank", data_dir=data_dir))
+
+
+@pytest.fixture(scope="session")
+def hospital_bot(data_dir, bank_bot):
+    from assistant import Assistant, AssistantConfig
+
+    return Assistant(AssistantConfig(domain="hospital", data_dir=data_dir), generator=bank_bot.generator)
+
+
+def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: int = 600):
+    """Run `python -m ...` the way a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=full_env, input=input,
+                          capture_output=True, text=True, timeout=timeout)

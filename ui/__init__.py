@@ -1,0 +1,1 @@
+"""Gradio chat UI over the Assistant (`python -m ui`)."""
