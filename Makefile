@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install prepare run test lint clean
+.PHONY: install prepare run test lint clean eval
 
 install: $(STAMP)
 
@@ -38,3 +38,6 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+eval: prepare
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant eval

@@ -120,6 +120,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from assistant.evaluate import evaluate
+    from assistant.pipeline import Assistant
+
+    reports, generator = [], None
+    for domain in [args.domain] if args.domain else available_packs():
+        config = config_from(argparse.Namespace(**{**vars(args), "domain": domain}))
+        bot = Assistant(config, generator=generator)
+        generator = bot.generator
+        reports.append(evaluate(bot, limit=args.limit, progress=not args.json))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2))
+    else:
+        for report in reports:
+            print(f"\n== {report.domain} ==\n{report.table()}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m assistant", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -131,6 +149,12 @@ def parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="interactive multi-turn chat in the terminal")
     add_config_args(chat)
     chat.set_defaults(func=cmd_chat)
+    ev = sub.add_parser("eval", help="measure answers on each pack's own question sets")
+    add_config_args(ev)
+    ev.set_defaults(domain=None)
+    ev.add_argument("--limit", type=int, default=None, help="at most N questions of each set")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
     prep = sub.add_parser("prepare", help="convert the model and build the domain indexes")
     prep.add_argument("--domain", action="append", help="repeatable; default: every built-in pack")
     prep.add_argument("--model", default="bundled")

@@ -10,7 +10,25 @@ from __future__ import annotations
 import re
 
 _MARKER = re.compile(r"\s*\[(\d{1,2})\]")
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+")
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+# "9:00 a.m. to 5:00 p.m. ET" is one sentence: these never end one.
+_ABBREVIATIONS = ("a.m.", "p.m.", "e.g.", "i.e.", "etc.", "dr.", "st.", "mr.", "mrs.", "ms.", "no.", "u.s.", "vs.")
+
+
+def sentences(text: str) -> list[str]:
+    """Split into sentences, keeping abbreviations such as "p.m." and list lines intact."""
+    out: list[str] = []
+    for piece in _SENTENCE.split(text.strip()):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if out and out[-1].lower().endswith(_ABBREVIATIONS) and not piece[:1].isupper():
+            out[-1] = f"{out[-1]} {piece}"
+        elif out and out[-1].lower().endswith(_ABBREVIATIONS) and out[-1][-4:].lower() in ("a.m.", "p.m."):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
 _WORD = re.compile(r"[\w$%.,:/-]+", re.UNICODE)
 _STOP = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
@@ -37,9 +55,12 @@ def attribute(answer: str, passages: list[str], min_support: float = 0.6) -> tup
     """Return the answer with valid citations and the sorted passage numbers it cites (1-based)."""
     cited: set[int] = set()
     out = []
-    for sentence in _SENTENCE.split(answer.strip()):
-        if not sentence:
+    seen: set[str] = set()
+    for sentence in sentences(answer):
+        key = _MARKER.sub("", sentence).strip().lower()
+        if key in seen:  # small models loop: drop verbatim repeats
             continue
+        seen.add(key)
         numbers = [int(n) for n in _MARKER.findall(sentence)]
         valid = [n for n in numbers if 1 <= n <= len(passages)]
         bare = _MARKER.sub("", sentence).rstrip()

