@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,9 +44,12 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+
+
 def looks_like_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not spec.startswith((".", "~"))
+    """'org/name' or 'name' in the characters the hub allows."""
+    return bool(_HUB_ID.match(spec)) and not spec.endswith((".", "-"))
 
 
 def in_hub_cache(repo_id: str, filename: str) -> bool:
