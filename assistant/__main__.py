@@ -47,10 +47,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from assistant.pipeline import Assistant
 
     bot = Assistant(config_from(args))
+    live = sys.stdout.isatty() and not args.json  # stream tokens to a terminal; pipes get the final text
     shown = ""
     response = None
     for response in bot.stream(args.question):
-        if not args.json and not response.done:
+        if live and not response.done:
             sys.stdout.write(response.answer[len(shown):])
             sys.stdout.flush()
             shown = response.answer
@@ -60,8 +61,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         out.update(ticket=data["ticket"], grounded=data["grounded"], model=data["model"])
         print(json.dumps(out, ensure_ascii=False))
         return 0
-    print("\r" + " " * len(shown) + "\r" if shown else "", end="")
-    print(response.answer)
+    if not shown:
+        print(response.answer)
+    elif response.answer != shown:  # citations attributed after streaming: show the final text too
+        print(f"\n\n{response.answer}")
+    else:
+        print()
     print_sources(response)
     return 0
 
