@@ -129,11 +129,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from assistant.evaluate import evaluate
     from assistant.pipeline import Assistant
 
-    reports, generator = [], None
+    reports, generator, embedder = [], None, None
     for domain in [args.domain] if args.domain else available_packs():
         config = config_from(argparse.Namespace(**{**vars(args), "domain": domain}))
-        bot = Assistant(config, generator=generator)
-        generator = bot.generator
+        bot = Assistant(config, generator=generator, embedder=embedder)
+        generator, embedder = bot.generator, bot.embedder
         reports.append(evaluate(bot, limit=args.limit, progress=not args.json))
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))

@@ -7,10 +7,10 @@ facts; unanswerable ones (eval/unanswerable.jsonl) check how often the assistant
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from tqdm import tqdm
 
 from assistant.pipeline import Assistant
@@ -49,6 +49,10 @@ class EvalReport:
         return asdict(self)
 
 
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
 def _read_jsonl(path) -> list[dict]:
     if not path.exists():
         return []
@@ -76,12 +80,11 @@ def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True) ->
     for q in tqdm(unanswerable, desc=f"{bot.pack.name} unanswerable", disable=not progress):
         declined += not bot.respond(q["question"]).grounded
     n = max(len(answerable), 1)
-    cuts = statistics.quantiles(latencies, n=20) if len(latencies) >= 2 else latencies * 19 or [0.0] * 19
     return EvalReport(
         domain=bot.pack.name, questions=len(answerable), retrieved_source=retrieved / n, cited_fact=cited / n,
         answer_has_fact=stated / n, unanswerable=len(unanswerable),
         declined_unanswerable=declined / max(len(unanswerable), 1),
-        latency_p50_ms=statistics.median(latencies) if latencies else 0.0, latency_p95_ms=cuts[18],
-        ttft_p50_ms=statistics.median(ttfts) if ttfts else 0.0,
+        latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
+        ttft_p50_ms=_percentile(ttfts, 50),
         decode_tokens_per_s=tokens / decode_seconds if decode_seconds else 0.0, seconds=time.time() - started,
     )

@@ -77,14 +77,14 @@ class Assistant:
     """Loads the pack, its index and the models once; answers many questions, from many threads."""
 
     def __init__(self, config: AssistantConfig | None = None, *, generator: Generator | None = None,
-                 progress: bool = False):
-        """`generator` lets several assistants (one per domain) share one loaded LLM."""
+                 embedder: Embedder | None = None, progress: bool = False):
+        """`generator` and `embedder` let several assistants (one per domain) share loaded models."""
         self.config = config or AssistantConfig()
         if generator is not None:
             self.__dict__["generator"] = generator
         self.pack: DomainPack = load_pack(self.config.domain)
         resolve_llm_dir(self.config.model, convert=False)  # a bad model spec fails now, not at the first answer
-        self.embedder = resolve_embedder(self.config.embedder, device=self.config.device)
+        self.embedder = embedder or resolve_embedder(self.config.embedder, device=self.config.device)
         self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress)
         self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
         _ = self.embedder.model  # load now, so a question's latency is its own work

@@ -54,7 +54,8 @@ def bank_bot(data_dir):
 def hospital_bot(data_dir, bank_bot):
     from assistant import Assistant, AssistantConfig
 
-    return Assistant(AssistantConfig(domain="hospital", data_dir=data_dir), generator=bank_bot.generator)
+    return Assistant(AssistantConfig(domain="hospital", data_dir=data_dir), generator=bank_bot.generator,
+                     embedder=bank_bot.embedder)
 
 
 def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: int = 600):

@@ -27,8 +27,10 @@ class AssistantPool:
     def get(self, domain: str) -> Assistant:
         with self._lock:
             if domain not in self._bots:
-                shared = next(iter(self._bots.values())).generator if self._bots else None
-                self._bots[domain] = Assistant(replace(self.base, domain=domain), generator=shared)
+                first = next(iter(self._bots.values()), None)  # domains share the loaded models
+                self._bots[domain] = Assistant(replace(self.base, domain=domain),
+                                               generator=first.generator if first else None,
+                                               embedder=first.embedder if first else None)
             return self._bots[domain]
 
 
