@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install prepare run test lint clean eval
+.PHONY: install prepare run test lint clean eval bench bench-index
 
 install: $(STAMP)
 
@@ -41,3 +41,9 @@ clean:
 
 eval: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant eval
+
+# Benchmarks: not part of `make test`. They read ../shared/data when present and say so when not.
+bench: bench-index
+
+bench-index: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m index.bench $(BENCH_ARGS)

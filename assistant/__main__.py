@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import time
 from dataclasses import fields
@@ -18,6 +16,7 @@ from dataclasses import fields
 from assistant.config import AssistantConfig
 from assistant.packs import PackError, available_packs
 from index.embed import ModelSpecError
+from index.quiet import quiet_libraries
 from index.store import IndexError_
 
 USER_ERRORS = (ModelSpecError, PackError, IndexError_, ValueError)
@@ -34,6 +33,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=defaults["top_k"].default, help="passages given to the model")
     p.add_argument("--min-score", type=float, default=defaults["min_score"].default,
                    help="passages below this similarity count as irrelevant")
+    p.add_argument("--search-mode", default=defaults["search_mode"].default, choices=("hybrid", "dense", "bm25"),
+                   help="how passages are found (hybrid = BM25 + dense, tuned)")
     p.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"].default)
     p.add_argument("--temperature", type=float, default=defaults["temperature"].default, help="0 = greedy")
 
@@ -166,21 +167,6 @@ def parser() -> argparse.ArgumentParser:
     prep.add_argument("--embedder", default="bundled")
     prep.set_defaults(func=cmd_prepare)
     return p
-
-
-def quiet_libraries() -> None:
-    """Keep library chatter (weight-loading bars, optional-kernel notices) out of the user's terminal."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("transformers", "sentence_transformers", "bitsandbytes", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from index.search import DEFAULT_MIN_SCORE
+from index.search import DEFAULT_MIN_SCORE, MODES
 
 
 def data_dir() -> Path:
@@ -26,6 +26,7 @@ class AssistantConfig:
     device: str | None = None  # None/auto: CUDA when present, else CPU
     top_k: int = 2  # swept 1-3 on the packs' question sets: 2 gave the most cited facts (see README)
     min_score: float = DEFAULT_MIN_SCORE
+    search_mode: str = "hybrid"  # hybrid, dense or bm25 (see index/search.py)
     max_new_tokens: int = 160
     temperature: float = 0.0
     data_dir: Path = field(default_factory=data_dir)
@@ -35,6 +36,8 @@ class AssistantConfig:
             raise ValueError(f"--top-k must be between 1 and 10 (got {self.top_k})")
         if not -1.0 <= self.min_score <= 1.0:
             raise ValueError(f"--min-score is a cosine similarity between -1 and 1 (got {self.min_score})")
+        if self.search_mode not in MODES:
+            raise ValueError(f"--search-mode must be one of {', '.join(MODES)} (got {self.search_mode})")
         self.data_dir = Path(self.data_dir)
 
     @property

@@ -20,7 +20,7 @@ from assistant.packs import DomainPack, load_pack
 from assistant.prompt import build_messages
 from index.embed import Embedder, resolve_embedder
 from index.search import Hit, Searcher
-from index.store import BuildReport, IndexStore, build_index
+from index.store import BuildReport, IndexError_, IndexStore, build_index
 
 
 @dataclass
@@ -64,11 +64,16 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
     """Build the pack's index when missing or when the pack's documents changed (only changed files re-embed)."""
     fingerprint = pack.docs_fingerprint()
     if IndexStore.exists(index_dir):
-        store = IndexStore.open(index_dir)
-        current = store.manifest.extra.get("pack_fingerprint") == fingerprint and store.manifest.embedder == embedder.name
-        store.close()
-        if current:
-            return None
+        try:
+            store = IndexStore.open(index_dir)
+        except IndexError_:  # damaged, or written by an older version: rebuild below
+            store = None
+        if store is not None:
+            current = (store.manifest.extra.get("pack_fingerprint") == fingerprint
+                       and store.manifest.embedder == embedder.name)
+            store.close()
+            if current:
+                return None
     return build_index([str(pack.docs_dir)], index_dir, embedder, progress=progress,
                        extra={"pack": pack.name, "pack_fingerprint": fingerprint})
 
@@ -87,7 +92,7 @@ class Assistant:
         self.embedder = embedder or resolve_embedder(self.config.embedder, device=self.config.device)
         self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress)
         self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
-        _ = self.embedder.model  # load now, so a question's latency is its own work
+        self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
 
     @cached_property
     def generator(self) -> Generator:
@@ -113,7 +118,7 @@ class Assistant:
         if not message:
             raise ValueError("the message is empty: ask a question")
         hits: list[Hit] = self.searcher.search(self.retrieval_query(message, history), k=config.top_k,
-                                               min_score=config.min_score)
+                                               min_score=config.min_score, mode=config.search_mode)
         retrieval_ms = (time.perf_counter() - started) * 1000
         sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
                           chunk_id=h.chunk_id) for i, h in enumerate(hits, start=1)]

@@ -1,9 +1,15 @@
-"""Build and query document indexes.
+"""Build, update, query and evaluate document indexes.
 
-    python -m index build assistant/packs/bank/docs --out /tmp/bank-index [--embedder bundled]
-                          [--chunk-size 200] [--chunk-overlap 40]
-    python -m index query /tmp/bank-index "how much is an international wire?" [-k 5] [--json]
-    python -m index stats /tmp/bank-index
+    python -m index build SRC... --out DIR [--embedder bundled] [--chunk-size 200] [--chunk-overlap 40]
+    python -m index add DIR SRC...          add or refresh files, keep the rest
+    python -m index remove DIR NAME...      drop files (by the name shown in results, or a path)
+    python -m index query DIR "TEXT" [-k 10] [--mode hybrid|dense|bm25] [--rerank] [--json]
+    python -m index query DIR --queries FILE.jsonl [-k 10] [--mode ...] --json
+    python -m index eval DIR --questions FILE.jsonl [--modes bm25,dense,hybrid] [--json]
+    python -m index stats DIR
+
+Exit codes: 0 done, 1 done but some files were skipped, 2 the command could not run (the message
+says why).
 """
 
 from __future__ import annotations
@@ -13,25 +19,100 @@ import json
 import sys
 
 from index.chunk import ChunkConfig
-from index.embed import ModelSpecError, resolve_embedder
-from index.search import Searcher
-from index.store import IndexError_, IndexStore, build_index
+from index.embed import EMBED_BACKENDS, ModelSpecError, resolve_embedder
+from index.evaluate import QuestionsError, evaluate, format_table, load_questions
+from index.quiet import quiet_libraries
+from index.rerank import default_reranker_spec, reranker_available, resolve_reranker
+from index.search import MODES, Searcher
+from index.store import (
+    INDEX_TYPES,
+    IndexError_,
+    IndexStore,
+    add_to_index,
+    build_index,
+    remove_from_index,
+)
+
+
+def _embedder(args: argparse.Namespace, store: IndexStore | None = None):
+    spec = args.embedder or (store.manifest.embedder if store else "bundled")
+    return resolve_embedder(spec, backend=args.embed_backend)
+
+
+def _searcher(args: argparse.Namespace) -> Searcher:
+    store = IndexStore.open(args.index, embedder=args.embedder)
+    reranker = resolve_reranker(args.reranker) if (args.rerank or args.reranker) else None
+    return Searcher(store, _embedder(args, store), reranker=reranker)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     chunking = ChunkConfig(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
-    embedder = resolve_embedder(args.embedder)
-    report = build_index(args.sources, args.out, embedder, chunking, progress=not args.quiet)
+    report = build_index(args.sources, args.out, _embedder(args), chunking, progress=not args.quiet,
+                         index_type=args.index_type)
     print(report.summary())
     return 1 if report.skipped else 0
 
 
-def cmd_query(args: argparse.Namespace) -> int:
+def cmd_add(args: argparse.Namespace) -> int:
+    store = IndexStore.open(args.index, embedder=args.embedder)
+    embedder = _embedder(args, store)
+    store.close()
+    report = add_to_index(args.index, args.sources, embedder, progress=not args.quiet)
+    print(report.summary())
+    return 1 if report.skipped else 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
     store = IndexStore.open(args.index)
-    searcher = Searcher(store, resolve_embedder(args.embedder or store.manifest.embedder))
-    hits = searcher.search(args.text, k=args.k, min_score=args.min_score)
+    embedder = _embedder(args, store)
+    store.close()
+    report = remove_from_index(args.index, args.names, embedder, progress=False)
+    print(report.summary())
+    return 0
+
+
+def _hit_json(hit) -> dict:
+    return {"source": hit.source, "title": hit.title, "page": hit.page, "chunk_id": hit.chunk_id,
+            "score": hit.score, "dense_score": hit.dense_score, "bm25_score": hit.bm25_score,
+            "rerank_score": hit.rerank_score, "headings": hit.headings, "text": hit.text}
+
+
+def _read_queries(path: str) -> list[tuple[str, str]]:
+    queries = []
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read queries file {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {number}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"{path}, line {number}: needs {{\"qid\", \"text\"}}")
+        queries.append((str(record.get("qid", number)), record["text"]))
+    return queries
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    if (args.text is None) == (args.queries is None):
+        raise ValueError("give either a query TEXT or --queries FILE.jsonl")
+    searcher = _searcher(args)
+    if args.queries:
+        queries = _read_queries(args.queries)
+        for start in range(0, len(queries), 512):
+            part = queries[start:start + 512]
+            results = searcher.search_many([t for _, t in part], k=args.k, min_score=args.min_score,
+                                           mode=args.mode, rerank=args.rerank)
+            for (qid, _), hits in zip(part, results, strict=True):
+                print(json.dumps({"qid": qid, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False))
+        return 0
+    hits = searcher.search(args.text, k=args.k, min_score=args.min_score, mode=args.mode, rerank=args.rerank)
     if args.json:
-        print(json.dumps({"query": args.text, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+        print(json.dumps({"query": args.text, "mode": args.mode, "hits": [_hit_json(h) for h in hits]},
+                         ensure_ascii=False))
         return 0
     if not hits:
         print("no relevant passages")
@@ -42,46 +123,111 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    questions = load_questions(args.questions)
+    if args.limit:
+        questions = questions[: args.limit]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else list(
+        ("bm25", "dense", "hybrid", *(("hybrid+rerank",) if reranker_available(args.reranker) else ())))
+    for mode in modes:
+        if mode.removesuffix("+rerank") not in MODES:
+            raise ValueError(f"unknown mode '{mode}': use {', '.join(MODES)}, optionally with +rerank")
+    args.rerank = any(m.endswith("+rerank") for m in modes)
+    results = evaluate(_searcher(args), questions, modes)
+    if args.json:
+        print(json.dumps({"questions": len(questions), "results": [r.to_dict() for r in results]}))
+    else:
+        print(f"{len(questions)} questions, document-level metrics")
+        print(format_table(results))
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     store = IndexStore.open(args.index)
     m = store.manifest
     info = {"version": store.version, "embedder": m.embedder, "dimension": m.dimension,
             "chunks": m.n_chunks, "files": m.n_files, "chunk_size": m.chunk_size,
-            "chunk_overlap": m.chunk_overlap, "index_type": m.index_type}
+            "chunk_overlap": m.chunk_overlap, "index_type": m.index_type, "format_version": m.format_version,
+            "sources": m.sources}
+    if args.files:
+        info["indexed_files"] = sorted(f["source"] for f in store.files().values())
     print(json.dumps(info, indent=2))
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m index", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m index", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp, embedder_help="defaults to the one the index was built with"):
+        sp.add_argument("--embedder", default=None, help=embedder_help)
+        sp.add_argument("--embed-backend", default="auto", choices=EMBED_BACKENDS,
+                        help="auto: int8 ONNX on CPU where it applies, else sentence-transformers")
+
     b = sub.add_parser("build", help="index files and folders (incremental: unchanged files are reused)")
     b.add_argument("sources", nargs="+", help="files or directories (recursive)")
     b.add_argument("--out", required=True, help="index directory")
-    b.add_argument("--embedder", default="bundled", help="`bundled`, a local directory or a Hugging Face id")
+    model_args(b, "`bundled` (default), a local directory or a Hugging Face id")
     b.add_argument("--chunk-size", type=int, default=ChunkConfig.chunk_size, help="tokens per chunk")
     b.add_argument("--chunk-overlap", type=int, default=ChunkConfig.chunk_overlap, help="tokens shared by neighbours")
+    b.add_argument("--index-type", default="auto", choices=INDEX_TYPES,
+                   help="auto: exact flat below 20,000 chunks, HNSW above")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
-    q = sub.add_parser("query", help="search an index")
+
+    a = sub.add_parser("add", help="add or refresh files in an index, keeping the rest")
+    a.add_argument("index")
+    a.add_argument("sources", nargs="+")
+    model_args(a)
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cmd_add)
+
+    r = sub.add_parser("remove", help="drop files from an index")
+    r.add_argument("index")
+    r.add_argument("names", nargs="+", help="source names as shown in results, paths, or folders")
+    model_args(r)
+    r.set_defaults(func=cmd_remove)
+
+    def search_args(sp):
+        sp.add_argument("--mode", default="hybrid", choices=MODES)
+        sp.add_argument("--rerank", action="store_true", help="rerank the top candidates with a cross-encoder")
+        sp.add_argument("--reranker", default=default_reranker_spec(),
+                        help="cross-encoder directory or hub id (default: $RA_RERANKER)")
+        model_args(sp)
+
+    q = sub.add_parser("query", help="search an index (one query, or a JSONL batch with --queries)")
     q.add_argument("index")
-    q.add_argument("text")
-    q.add_argument("-k", type=int, default=5)
-    q.add_argument("--min-score", type=float, default=0.0, help="drop hits below this cosine score")
-    q.add_argument("--embedder", default=None, help="defaults to the one the index was built with")
+    q.add_argument("text", nargs="?")
+    q.add_argument("--queries", help='JSONL file of {"qid", "text"}; writes one JSONL result per query')
+    q.add_argument("-k", type=int, default=10)
+    q.add_argument("--min-score", type=float, default=0.0, help="drop hits whose cosine is below this")
     q.add_argument("--json", action="store_true")
+    search_args(q)
     q.set_defaults(func=cmd_query)
+
+    e = sub.add_parser("eval", help="Recall@5, MRR@10, nDCG@10 per search mode on a questions file")
+    e.add_argument("index")
+    e.add_argument("--questions", required=True, help='JSONL of {"question", "relevant": [file names]}')
+    e.add_argument("--modes", default=None, help="comma-separated, e.g. bm25,dense,hybrid,hybrid+rerank")
+    e.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    e.add_argument("--json", action="store_true")
+    search_args(e)
+    e.set_defaults(func=cmd_eval)
+
     s = sub.add_parser("stats", help="what an index holds")
     s.add_argument("index")
+    s.add_argument("--files", action="store_true", help="list the indexed files")
     s.set_defaults(func=cmd_stats)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_libraries()
     try:
         return args.func(args)
-    except (ModelSpecError, IndexError_, ValueError) as exc:
+    except (ModelSpecError, IndexError_, QuestionsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

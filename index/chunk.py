@@ -156,7 +156,8 @@ def tokenizer_counter(tokenizer) -> TokenCounter:
     def count(texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        # counting only: long texts are fine here, so skip the "longer than max length" warning
+        encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     return count

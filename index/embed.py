@@ -92,24 +92,62 @@ def resolve_embedder_path(spec: str) -> str:
     )
 
 
+EMBED_BACKENDS = ("auto", "torch", "onnx-int8")
+
+
 @dataclass
 class Embedder:
-    """A sentence-transformers model that returns L2-normalised float32 vectors."""
+    """A sentence encoder that returns L2-normalised float32 vectors.
+
+    `backend` picks how it runs: `torch` (sentence-transformers), `onnx-int8` (ONNX Runtime with
+    int8 weights, see index/onnx_embed.py; CPU only, local plain encoders only) or `auto`, which
+    takes onnx-int8 on CPU where it applies and torch otherwise. RA_EMBED_BACKEND overrides `auto`.
+    Vectors from both back ends of one model are interchangeable (cosine ~0.99 to each other), so
+    the index records the model, not the back end.
+    """
 
     spec: str = "bundled"
     device: str | None = None
-    batch_size: int = 64
+    batch_size: int = 32
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.backend not in EMBED_BACKENDS:
+            raise ModelSpecError(f"unknown embedding back end '{self.backend}': choose one of {', '.join(EMBED_BACKENDS)}")
+
+    @cached_property
+    def path(self) -> str:
+        return resolve_embedder_path(self.spec)
+
+    @cached_property
+    def resolved_backend(self) -> str:
+        backend = self.backend if self.backend != "auto" else os.environ.get("RA_EMBED_BACKEND", "auto")
+        if backend not in EMBED_BACKENDS:
+            raise ModelSpecError(f"RA_EMBED_BACKEND='{backend}' is not one of {', '.join(EMBED_BACKENDS)}")
+        if backend != "auto":
+            return backend
+        from index.onnx_embed import pooling_mode
+
+        local = Path(self.path)
+        if (self.device or ("cuda" if _cuda() else "cpu")) != "cpu" or not local.is_dir() or not pooling_mode(local):
+            return "torch"
+        return "onnx-int8" if importlib.util.find_spec("onnxruntime") else "torch"
 
     @cached_property
     def model(self):
         from sentence_transformers import SentenceTransformer
 
-        path = resolve_embedder_path(self.spec)
         device = self.device or ("cuda" if _cuda() else "cpu")
         try:
-            return SentenceTransformer(path, device=device)
+            return SentenceTransformer(self.path, device=device)
         except OSError as exc:
             raise ModelSpecError(f"embedder spec '{self.spec}' could not be loaded: {exc}") from exc
+
+    @cached_property
+    def onnx(self):
+        from index.onnx_embed import OnnxEncoder
+
+        return OnnxEncoder(Path(self.path), max_length=self.max_tokens, batch_size=16)
 
     @property
     def name(self) -> str:
@@ -117,17 +155,32 @@ class Embedder:
         return self.spec
 
     @cached_property
+    def _st_config(self) -> dict:
+        import json
+
+        try:
+            return json.loads((Path(self.path) / "sentence_bert_config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @cached_property
     def dimension(self) -> int:
+        if self.resolved_backend == "onnx-int8":
+            return int(self.encode(["dimension probe"]).shape[1])
         model = self.model
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(get_dim())
 
-    @property
+    @cached_property
     def tokenizer(self):
+        if self.resolved_backend == "onnx-int8":
+            return self.onnx.tokenizer
         return self.model.tokenizer
 
-    @property
+    @cached_property
     def max_tokens(self) -> int:
+        if self.resolved_backend == "onnx-int8" and "max_seq_length" in self._st_config:
+            return int(self._st_config["max_seq_length"])
         return int(self.model.max_seq_length)
 
     def count_tokens(self, text: str) -> int:
@@ -136,8 +189,10 @@ class Embedder:
     def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.resolved_backend == "onnx-int8":
+            return self.onnx.encode(list(texts), progress=progress)
         vectors = self.model.encode(
-            texts,
+            list(texts),
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
@@ -152,7 +207,7 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_embedder(spec: str = "bundled", device: str | None = None) -> Embedder:
+def resolve_embedder(spec: str = "bundled", device: str | None = None, backend: str = "auto") -> Embedder:
     """Validate the spec now (clear error early) and return a lazily loaded Embedder."""
     resolve_embedder_path(spec)
-    return Embedder(spec=spec, device=device)
+    return Embedder(spec=spec, device=device, backend=backend)

@@ -1,4 +1,4 @@
-"""Read documents (.txt .md .html .pdf .docx .csv .jsonl) into titled sections with page numbers."""
+"""Read documents (.txt .md .html .pdf .docx .csv .xlsx .jsonl) into titled sections with page numbers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".jsonl"}
+SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"}
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
@@ -272,26 +272,59 @@ _Q_COLUMNS = ("question", "q", "query", "prompt", "title")
 _A_COLUMNS = ("answer", "a", "response", "reply", "content", "text")
 
 
+def _faq_sections(header: list[str], rows: Iterable[list[str]]) -> list[Section]:
+    """One section per question/answer row, the question as its heading."""
+    fields = {(f or "").strip().lower(): i for i, f in enumerate(header)}
+    q_col = next((fields[c] for c in _Q_COLUMNS if c in fields), None)
+    a_col = next((fields[c] for c in _A_COLUMNS if c in fields), None)
+    if q_col is None or a_col is None:
+        found = ", ".join(f for f in fields if f) or "none"
+        raise IngestError(f"FAQ table needs question and answer columns (found: {found})")
+    def cell(row: list, i: int) -> str:
+        return str(row[i]).strip() if i < len(row) and row[i] is not None else ""
+
+    sections = []
+    for row in rows:
+        question, answer = cell(row, q_col), cell(row, a_col)
+        if question and answer:
+            sections.append(Section(text=f"Q: {question}\nA: {answer}", headings=[question]))
+    return sections
+
+
 def parse_csv(path: Path) -> tuple[list[Section], str | None]:
-    """A question/answer FAQ: one section per row, the question as its heading."""
+    """A question/answer FAQ in CSV (comma, semicolon or tab separated)."""
     text = read_text_file(path)
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
-    q_col = next((fields[c] for c in _Q_COLUMNS if c in fields), None)
-    a_col = next((fields[c] for c in _A_COLUMNS if c in fields), None)
-    if q_col is None or a_col is None:
-        raise IngestError(
-            f"CSV needs question and answer columns (found: {', '.join(fields) or 'none'})"
-        )
-    sections = []
-    for row in reader:
-        question, answer = (row.get(q_col) or "").strip(), (row.get(a_col) or "").strip()
-        if question and answer:
-            sections.append(Section(text=f"Q: {question}\nA: {answer}", headings=[question]))
+    rows = list(csv.reader(io.StringIO(text), dialect=dialect))
+    if not rows:
+        raise IngestError("empty file")
+    return _faq_sections(rows[0], rows[1:]), None
+
+
+def parse_xlsx(path: Path) -> tuple[list[Section], str | None]:
+    """A question/answer FAQ in an Excel workbook: every sheet with question and answer columns."""
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    sections: list[Section] = []
+    errors = []
+    try:
+        for sheet in workbook.worksheets:
+            rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+            rows = [r for r in rows if any(v not in (None, "") for v in r)]
+            if not rows:
+                continue
+            try:
+                sections += _faq_sections([str(v or "") for v in rows[0]], rows[1:])
+            except IngestError as exc:
+                errors.append(f"sheet '{sheet.title}': {exc}")
+    finally:
+        workbook.close()
+    if not sections and errors:
+        raise IngestError(errors[0])
     return sections, None
 
 
@@ -327,5 +360,6 @@ PARSERS = {
     ".pdf": parse_pdf,
     ".docx": parse_docx,
     ".csv": parse_csv,
+    ".xlsx": parse_xlsx,
     ".jsonl": parse_jsonl,
 }

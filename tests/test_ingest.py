@@ -91,6 +91,30 @@ def test_csv_faq_one_section_per_row(tmp_path):
     assert doc.sections[1].headings == ["Is there a fee, for wires?"]
 
 
+def test_xlsx_faq_reads_every_sheet_with_qa_columns(tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "Cards"
+    sheet.append(["Question", "Answer", "Owner"])
+    sheet.append(["How do I freeze my card?", "Open the app and tap Freeze card.", "cards team"])
+    sheet.append([None, None, None])
+    sheet.append(["What is the daily ATM limit?", 500, "cards team"])
+    notes = book.create_sheet("Notes")
+    notes.append(["misc"])
+    notes.append(["not a FAQ"])
+    path = tmp_path / "faq.xlsx"
+    book.save(path)
+    doc = load_document(path)
+    assert [s.headings for s in doc.sections] == [["How do I freeze my card?"], ["What is the daily ATM limit?"]]
+    assert doc.sections[1].text.endswith("A: 500")
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(b"PK\x03\x04 not really a workbook")
+    with pytest.raises(IngestError, match="could not parse .xlsx"):
+        load_document(bad)
+
+
 def test_jsonl_records(tmp_path):
     path = tmp_path / "notes.jsonl"
     path.write_text(json.dumps({"title": "Parking", "text": "Parking is $2 per hour."}) + "\n", encoding="utf-8")

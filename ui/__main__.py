@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--embedder", default="bundled")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
-    from assistant.__main__ import quiet_libraries
+    from index.quiet import quiet_libraries
     from ui.app import AssistantPool, build_demo
 
     quiet_libraries()
