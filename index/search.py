@@ -68,12 +68,15 @@ class Searcher:
         self.fusion = fusion or FusionConfig()
 
     def search(self, query: str, k: int = 5, min_score: float = 0.0, mode: str = "hybrid",
-               rerank: bool = False) -> list[Hit]:
-        """Top-k passages with dense score >= min_score, best first, one per distinct text."""
-        return self.search_many([query], k=k, min_score=min_score, mode=mode, rerank=rerank)[0]
+               rerank: bool = False, exclude: set[str] | None = None) -> list[Hit]:
+        """Top-k passages with dense score >= min_score, best first, one per distinct text.
+
+        `exclude` drops hits from those sources (as if the documents were not indexed; evaluation uses it).
+        """
+        return self.search_many([query], k=k, min_score=min_score, mode=mode, rerank=rerank, exclude=exclude)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 5, min_score: float = 0.0,
-                    mode: str = "hybrid", rerank: bool = False) -> list[list[Hit]]:
+                    mode: str = "hybrid", rerank: bool = False, exclude: set[str] | None = None) -> list[list[Hit]]:
         """Search several queries at once: one batched embedding call, then per-query fusion."""
         if mode not in MODES:
             raise ValueError(f"unknown search mode '{mode}': choose one of {', '.join(MODES)}")
@@ -90,7 +93,7 @@ class Searcher:
             ranked = self._rank(queries[i], vectors[n], dense_rows[n], dense_scores[n], depth, mode)
             if rerank:
                 ranked = self._rerank(queries[i], ranked)
-            results[i] = self._hits(ranked, k, min_score)
+            results[i] = self._hits(ranked, k, min_score, exclude)
         return results
 
     def _rank(self, query: str, vector: np.ndarray, dense_rows: np.ndarray, dense_scores: np.ndarray,
@@ -130,14 +133,15 @@ class Searcher:
         mixed.sort(key=lambda t: -t[1])
         return mixed + [(*t, None) for t in ranked[self.fusion.rerank_depth:]]
 
-    def _hits(self, ranked: list[tuple], k: int, min_score: float) -> list[Hit]:
-        wanted = [t for t in ranked if t[2] >= min_score][: max(3 * k, k + 10)]
+    def _hits(self, ranked: list[tuple], k: int, min_score: float, exclude: set[str] | None = None) -> list[Hit]:
+        wanted = [t for t in ranked if t[2] >= min_score]
+        wanted = wanted if exclude else wanted[: max(3 * k, k + 10)]
         records = self.store.chunks(t[0] for t in wanted)
         hits: list[Hit] = []
         seen: set[str] = set()
         for row, score, dense, bm25, *rest in wanted:
             record = records[row]
-            if record["content_hash"] in seen:
+            if record["content_hash"] in seen or (exclude and record["source"] in exclude):
                 continue
             seen.add(record["content_hash"])
             hits.append(Hit(chunk_id=record["chunk_id"], source=record["source"], title=record["title"],
