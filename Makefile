@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install prepare run test lint clean eval bench bench-index
+.PHONY: install prepare run test lint clean eval bench bench-index bench-intents bench-redact
 
 install: $(STAMP)
 
@@ -43,7 +43,13 @@ eval: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant eval
 
 # Benchmarks: not part of `make test`. They read ../shared/data when present and say so when not.
-bench: bench-index
+bench: bench-index bench-intents bench-redact
 
 bench-index: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m index.bench $(BENCH_ARGS)
+
+bench-intents: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.intents_bench $(BENCH_ARGS)
+
+bench-redact: install
+	$(BIN)/python -m assistant.redact_eval

@@ -12,8 +12,10 @@ import json
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
 from assistant.config import AssistantConfig
+from assistant.intents_cli import add_intents_commands
 from assistant.packs import PackError, available_packs
 from index.embed import ModelSpecError
 from index.quiet import quiet_libraries
@@ -59,7 +61,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         data = response.to_dict()
         out = {k: data[k] for k in ("answer", "sources", "intent", "action", "confidence", "latency_ms")}
-        out.update(ticket=data["ticket"], grounded=data["grounded"], model=data["model"])
+        out.update({k: data[k] for k in ("ticket", "grounded", "model", "intent_confidence", "caveat", "refused",
+                                         "support", "turn_id")})
         print(json.dumps(out, ensure_ascii=False))
         return 0
     if not shown:
@@ -130,17 +133,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from assistant.evaluate import evaluate
     from assistant.pipeline import Assistant
 
-    reports, generator, embedder = [], None, None
+    reports, generator, embedder, dumped = [], None, None, []
     for domain in [args.domain] if args.domain else available_packs():
         config = config_from(argparse.Namespace(**{**vars(args), "domain": domain}))
         bot = Assistant(config, generator=generator, embedder=embedder)
         generator, embedder = bot.generator, bot.embedder
-        reports.append(evaluate(bot, limit=args.limit, progress=not args.json))
+        reports.append(evaluate(bot, limit=args.limit, progress=not args.json, dump=dumped))
+    if args.dump:
+        Path(args.dump).write_text("".join(json.dumps(d) + "\n" for d in dumped))
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2))
     else:
         for report in reports:
             print(f"\n== {report.domain} ==\n{report.table()}")
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from assistant.audit import AuditLog, parse_since
+    from assistant.config import data_dir
+
+    path = Path(args.db) if args.db else AssistantConfig().audit_path if not args.data_dir else Path(
+        args.data_dir) / "audit.sqlite"
+    if not path.exists():
+        raise ValueError(f"no audit log at {path}: it is created by the first answer (data dir: {data_dir()})")
+    log = AuditLog(path)
+    since = parse_since(args.since)
+    if args.what == "tickets":
+        rows = [r for r in log.tickets() if since is None or r["time"] >= since]
+        sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    else:
+        sys.stdout.write(log.export(args.format, since=since))
     return 0
 
 
@@ -160,12 +183,24 @@ def parser() -> argparse.ArgumentParser:
     ev.set_defaults(domain=None)
     ev.add_argument("--limit", type=int, default=None, help="at most N questions of each set")
     ev.add_argument("--json", action="store_true")
+    ev.add_argument("--dump", default=None, help="write every answer's confidence features to this JSONL file")
     ev.set_defaults(func=cmd_eval)
     prep = sub.add_parser("prepare", help="convert the model and build the domain indexes")
     prep.add_argument("--domain", action="append", help="repeatable; default: every built-in pack")
     prep.add_argument("--model", default="bundled")
     prep.add_argument("--embedder", default="bundled")
     prep.set_defaults(func=cmd_prepare)
+    audit = sub.add_parser("audit", help="read the audit log (PII already redacted)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_sub.add_parser("export", help="print one record per answered turn")
+    export.add_argument("--since", default=None, help="ISO date/time (2026-11-26T09:00) or an age (24h, 7d)")
+    export.add_argument("--format", default="jsonl", choices=("jsonl", "csv"))
+    export.add_argument("--tickets", dest="what", action="store_const", const="tickets", default="turns",
+                        help="print the handoff tickets instead (JSONL)")
+    export.add_argument("--data-dir", default=None, help="default: $RA_DATA_DIR or ~/.local/share/regulated-assistant")
+    export.add_argument("--db", default=None, help="an audit.sqlite file")
+    export.set_defaults(func=cmd_audit_export)
+    add_intents_commands(sub)
     return p
 
 

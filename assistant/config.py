@@ -41,5 +41,9 @@ class AssistantConfig:
         self.data_dir = Path(self.data_dir)
 
     @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.sqlite"
+
+    @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes" / Path(self.domain).name

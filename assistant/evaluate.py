@@ -1,7 +1,10 @@
 """Measure a domain pack end to end on its own question sets (`python -m assistant eval`, `make eval`).
 
 Answerable questions (eval/questions.jsonl) check retrieval, citations and answers against the expected
-facts; unanswerable ones (eval/unanswerable.jsonl) check how often the assistant declines.
+facts. Two unanswerable sets check the grounding check: the pack's own in-domain questions its documents
+do not cover (eval/unanswerable.jsonl), and every answerable question asked again with the documents
+that hold its expected fact hidden from retrieval ("document removed"). For those, an answer counts as
+handled when it is refused (the fixed no-information reply) or flagged (shown with a caveat).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ class EvalReport:
     cited_fact: float  # a cited passage contains the expected fact
     answer_has_fact: float  # the answer text itself states the expected fact
     unanswerable: int
-    declined_unanswerable: float  # the fixed no-information reply instead of a generated answer
+    declined_unanswerable: float  # refused: the fixed no-information reply instead of a generated answer
+    flagged_unanswerable: float  # refused or shown with a caveat
+    removed: int  # answerable questions asked with their documents hidden
+    refused_removed: float
+    flagged_removed: float
+    refused_answerable: float  # answerable questions wrongly refused
+    caveat_answerable: float  # answerable questions answered with a caveat
+    check_p50_ms: float
     latency_p50_ms: float
     latency_p95_ms: float
     ttft_p50_ms: float
@@ -37,7 +47,12 @@ class EvalReport:
             ("expected document retrieved (top-k)", f"{self.retrieved_source:.0%}"),
             ("a cited passage holds the fact", f"{self.cited_fact:.0%}"),
             ("the answer states the fact", f"{self.answer_has_fact:.0%}"),
-            ("unanswerable questions declined", f"{self.declined_unanswerable:.0%} of {self.unanswerable}"),
+            ("answerable: wrongly refused / with caveat", f"{self.refused_answerable:.0%} / {self.caveat_answerable:.0%}"),
+            ("unanswerable: refused / refused or flagged",
+             f"{self.declined_unanswerable:.0%} / {self.flagged_unanswerable:.0%} of {self.unanswerable}"),
+            ("document removed: refused / refused or flagged",
+             f"{self.refused_removed:.0%} / {self.flagged_removed:.0%} of {self.removed}"),
+            ("grounding check p50", f"{self.check_p50_ms:.0f} ms"),
             ("latency p50 / p95", f"{self.latency_p50_ms / 1000:.1f} s / {self.latency_p95_ms / 1000:.1f} s"),
             ("time to first token p50", f"{self.ttft_p50_ms / 1000:.2f} s"),
             ("decode speed", f"{self.decode_tokens_per_s:.1f} tokens/s"),
@@ -59,31 +74,83 @@ def _read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True) -> EvalReport:
+class _Hiding:
+    """A searcher that behaves as if some documents were not indexed."""
+
+    def __init__(self, inner, exclude: set[str]):
+        self.inner, self.exclude = inner, exclude
+
+    def search(self, *args, **kwargs):
+        return self.inner.search(*args, exclude=self.exclude, **kwargs)
+
+
+def sources_holding(store, facts: list[str]) -> set[str]:
+    """Every indexed document whose text contains one of the facts."""
+    out: set[str] = set()
+    for fact in facts:
+        rows = store.db.execute(
+            "SELECT DISTINCT source FROM chunks WHERE instr(lower(text), ?) > 0", (fact.lower(),))
+        out |= {r for (r,) in rows}
+    return out
+
+
+def _features(response, kind: str, question: str, domain: str = "") -> dict:
+    return {"kind": kind, "domain": domain, "question": question, "confidence": response.confidence,
+            "refused": response.refused,
+            "caveat": response.caveat, "support": response.support, "intent": response.intent,
+            "action": response.action, "intent_confidence": response.intent_confidence,
+            "checks": response.checks, "answer": response.answer[:300]}
+
+
+def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True,
+             dump: list | None = None) -> EvalReport:
     started = time.time()
     answerable = _read_jsonl(bot.pack.root / "eval" / "questions.jsonl")[:limit]
     unanswerable = _read_jsonl(bot.pack.root / "eval" / "unanswerable.jsonl")[:limit]
-    retrieved = cited = stated = declined = 0
-    latencies, ttfts = [], []
+    retrieved = cited = stated = declined = flagged = refused_ok = caveat_ok = 0
+    removed_refused = removed_flagged = 0
+    latencies, ttfts, checks = [], [], []
     tokens = decode_seconds = 0.0
+    dump = dump if dump is not None else []
     for q in tqdm(answerable, desc=f"{bot.pack.name} answerable", disable=not progress):
         response = bot.respond(q["question"])
+        dump.append(_features(response, "answerable", q["question"], bot.pack.name))
         facts = [f.lower() for f in q["expected"]]
         retrieved += any(s.source == q["source"] for s in response.sources)
         cited += any(s.cited and any(f in s.text.lower() for f in facts) for s in response.sources)
-        stated += any(f in response.answer.lower() for f in facts)
+        stated += any(f in response.answer.lower() for f in facts) and not response.refused
+        refused_ok += response.refused
+        caveat_ok += response.caveat
         latencies.append(response.latency_ms["total"])
+        if "check" in response.latency_ms:
+            checks.append(response.latency_ms["check"])
         if "ttft" in response.latency_ms:
             ttfts.append(response.latency_ms["ttft"])
             tokens += response.stats["new_tokens"]
             decode_seconds += response.stats["decode_ms"] / 1000
     for q in tqdm(unanswerable, desc=f"{bot.pack.name} unanswerable", disable=not progress):
-        declined += not bot.respond(q["question"]).grounded
+        response = bot.respond(q["question"])
+        dump.append(_features(response, "unanswerable", q["question"], bot.pack.name))
+        declined += response.refused or not response.grounded
+        flagged += response.refused or not response.grounded or response.caveat
+    searcher = bot.searcher
+    try:
+        for q in tqdm(answerable, desc=f"{bot.pack.name} document removed", disable=not progress):
+            bot.searcher = _Hiding(searcher, sources_holding(searcher.store, q["expected"]) | {q["source"]})
+            response = bot.respond(q["question"])
+            dump.append(_features(response, "removed", q["question"], bot.pack.name))
+            removed_refused += response.refused or not response.grounded
+            removed_flagged += response.refused or not response.grounded or response.caveat
+    finally:
+        bot.searcher = searcher
     n = max(len(answerable), 1)
+    u = max(len(unanswerable), 1)
     return EvalReport(
         domain=bot.pack.name, questions=len(answerable), retrieved_source=retrieved / n, cited_fact=cited / n,
-        answer_has_fact=stated / n, unanswerable=len(unanswerable),
-        declined_unanswerable=declined / max(len(unanswerable), 1),
+        answer_has_fact=stated / n, unanswerable=len(unanswerable), declined_unanswerable=declined / u,
+        flagged_unanswerable=flagged / u, removed=len(answerable), refused_removed=removed_refused / n,
+        flagged_removed=removed_flagged / n, refused_answerable=refused_ok / n, caveat_answerable=caveat_ok / n,
+        check_p50_ms=_percentile(checks, 50),
         latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
         ttft_p50_ms=_percentile(ttfts, 50),
         decode_tokens_per_s=tokens / decode_seconds if decode_seconds else 0.0, seconds=time.time() - started,

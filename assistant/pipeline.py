@@ -1,4 +1,7 @@
-"""The Assistant: question -> retrieved passages -> grounded, cited, streamed answer.
+"""The Assistant: message -> intent -> action (answer, flow, handoff, emergency, smalltalk, decline).
+
+For `answer`: retrieved passages -> grounded, cited, streamed answer -> grounding check -> confidence.
+Every turn is written, PII redacted, to the audit log before the final Response is returned.
 
     from assistant import Assistant, AssistantConfig
     bot = Assistant(AssistantConfig(domain="bank"))
@@ -7,17 +10,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 
+from assistant.audit import AuditLog, TurnRecord
 from assistant.cite import attribute
 from assistant.config import AssistantConfig
 from assistant.generate import GenerationSettings, GenerationStats, Generator
+from assistant.grounding import Grounding, GroundingChecker
+from assistant.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_utterances
 from assistant.models import BUNDLED_LLM_NAME, LoadedModel, load_llm, resolve_llm_dir
 from assistant.packs import DomainPack, load_pack
 from assistant.prompt import build_messages
+from assistant.redact import Redactor, public_numbers
+from assistant.safety import emergency_intent, only_injection, strip_injections
+from assistant.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
 from index.search import Hit, Searcher
 from index.store import BuildReport, IndexError_, IndexStore, build_index
@@ -50,6 +64,12 @@ class Response:
     grounded: bool = False  # True when the answer was generated from retrieved passages
     model: str = ""
     stats: dict[str, float] = field(default_factory=dict)  # prompt_tokens, new_tokens, decode_ms
+    intent_confidence: float | None = None
+    caveat: bool = False  # shown with a visible "please double-check" note
+    refused: bool = False  # the generated answer was withheld (too weakly supported)
+    turn_id: str | None = None  # audit record id; feedback refers to it
+    support: float | None = None
+    checks: dict[str, float] = field(default_factory=dict)  # grounding check parts: support, coverage, retrieval
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -78,12 +98,41 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
                        extra={"pack": pack.name, "pack_fingerprint": fingerprint})
 
 
+CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
+          "Ask me to connect you with a person if you need certainty._")
+_HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
+
+
+def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path) -> IntentClassifier:
+    """The pack's intent model: trained from intents.csv on first use (seconds), reused after that."""
+    digest = hashlib.sha256(pack.intents_file.read_bytes()).hexdigest()[:12]
+    target = data_dir / "intents" / f"{pack.name}-{digest}"
+    if (target / "classifier.json").exists():
+        try:
+            return IntentClassifier.load(target, embedder=embedder)
+        except (OSError, ValueError):
+            pass  # damaged: retrain below
+    texts, labels = load_utterances(pack.intents_file)
+    unknown = sorted(set(labels) - set(pack.intents) - {OUT_OF_SCOPE})
+    if unknown:
+        raise ValueError(f"{pack.intents_file}: labels not defined in pack.yaml: {', '.join(unknown)}")
+    classifier = IntentClassifier.train(texts, labels, mode="linear", embedder=embedder, progress=False)
+    tmp = target.with_name(f".tmp-{target.name}-{threading.get_ident()}")
+    classifier.save(tmp)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return IntentClassifier.load(target, embedder=embedder)
+
+
 class Assistant:
     """Loads the pack, its index and the models once; answers many questions, from many threads."""
 
     def __init__(self, config: AssistantConfig | None = None, *, generator: Generator | None = None,
-                 embedder: Embedder | None = None, progress: bool = False):
-        """`generator` and `embedder` let several assistants (one per domain) share loaded models."""
+                 embedder: Embedder | None = None, progress: bool = False, audit: AuditLog | None = None):
+        """`generator`, `embedder` and `audit` let several assistants (one per domain) share them."""
         self.config = config or AssistantConfig()
         if generator is not None:
             self.__dict__["generator"] = generator
@@ -92,6 +141,10 @@ class Assistant:
         self.embedder = embedder or resolve_embedder(self.config.embedder, device=self.config.device)
         self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress)
         self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
+        self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir)
+        self.checker = GroundingChecker(self.embedder)
+        public = public_numbers([*self.pack.contacts.values(), *self.pack.replies.values()])
+        self.audit = audit or AuditLog(self.config.audit_path, Redactor(allow=public))
         self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
 
     @cached_property
@@ -105,50 +158,147 @@ class Assistant:
             return f"{history[-1][0]} {message}"
         return message
 
-    def stream(self, message: str, history: list[tuple[str, str]] | None = None, **overrides) -> Iterator[Response]:
+    def classify(self, message: str, history: list[tuple[str, str]]) -> Prediction:
+        """The message's intent, with the safety rules and conversation context applied."""
+        known = set(self.pack.intents)
+        if label := emergency_intent(message, known):
+            return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
+        if only_injection(message):
+            return Prediction(label=OUT_OF_SCOPE, confidence=1.0, top=[(OUT_OF_SCOPE, 1.0)])
+        if history and is_affirmative(message) and _HANDOFF_OFFER.search(history[-1][1] or ""):
+            label = "human_agent" if "human_agent" in known else OUT_OF_SCOPE
+            return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
+        prediction = self.classifier.predict_one(message)
+        if prediction.label == OUT_OF_SCOPE and history and len(message.split()) < 6:
+            # "and on Saturday?" after a branch-hours question: a follow-up, not a new topic
+            prediction = Prediction(label="_followup", confidence=prediction.confidence, top=prediction.top)
+        return prediction
+
+    def action_for(self, label: str) -> str:
+        if label == "_followup":
+            return "answer"
+        spec = self.pack.intents.get(label)
+        return spec.action if spec else "out_of_scope"
+
+    def stream(self, message: str, history: list[tuple[str, str]] | None = None, *, session_id: str | None = None,
+               **overrides) -> Iterator[Response]:
         """Yield partial Responses while the answer is generated; the last one has done=True.
 
         `overrides` change settings for this call only (top_k, min_score, max_new_tokens, temperature).
         """
         config = replace(self.config, **overrides) if overrides else self.config
         history = history or []
-        generator = self.generator  # the first call loads the LLM: outside the per-question timings
-        started = time.perf_counter()
         message = message.strip()
         if not message:
             raise ValueError("the message is empty: ask a question")
+        _ = self.generator  # the first call loads the LLM: outside the per-question timings
+        started = time.perf_counter()
+        prediction = self.classify(message, history)
+        action = self.action_for(prediction.label)
+        intent_ms = (time.perf_counter() - started) * 1000
+        label = None if prediction.label == "_followup" else prediction.label
+        base = dict(intent=label, action=action, intent_confidence=round(prediction.confidence, 3),
+                    model=self.llm_name)
+        if action != "answer":
+            response = self._scripted(message, prediction.label, action, session_id, history)
+            response.latency_ms = {"intent": round(intent_ms, 1),
+                                   "total": round((time.perf_counter() - started) * 1000, 1)}
+            response.__dict__.update(base)
+            self._record(response, message, session_id, retrieved=[], prompt_hash=None)
+            yield response
+            return
+        yield from self._answer(message, history, config, session_id, prediction, started, intent_ms, base)
+
+    def _scripted(self, message: str, label: str, action: str, session_id: str | None,
+                  history: list[tuple[str, str]]) -> Response:
+        """Replies that never pass through the LLM: flows, handoffs, emergencies, small talk, declines."""
+        reply_name = label if label in self.pack.replies else None  # replies are keyed by intent
+        ticket = None
+        if action == "handoff":
+            summary = " | ".join([f"user: {u}" for u, _ in history[-3:]] + [f"user: {message}"])
+            ticket = self.audit.open_ticket(session_id, self.pack.name, label, summary)
+            text = self.pack.reply(reply_name or "handoff", ticket=ticket)
+        elif action == "out_of_scope":
+            text = self.pack.reply(reply_name or "out_of_scope")
+        else:  # flow, emergency, smalltalk
+            text = self.pack.reply(reply_name or label, **extract_slots(message))
+        confidence = 1.0 if action == "emergency" else None
+        return Response(answer=text, done=True, ticket=ticket, confidence=confidence)
+
+    def _answer(self, message, history, config, session_id, prediction, started, intent_ms, base):
+        t0 = time.perf_counter()
         hits: list[Hit] = self.searcher.search(self.retrieval_query(message, history), k=config.top_k,
                                                min_score=config.min_score, mode=config.search_mode)
-        retrieval_ms = (time.perf_counter() - started) * 1000
+        retrieval_ms = (time.perf_counter() - t0) * 1000
         sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
                           chunk_id=h.chunk_id) for i, h in enumerate(hits, start=1)]
+        retrieved = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "dense_score": h.dense_score,
+                      "content_hash": h.content_hash} for h in hits]
         if not hits:
-            yield Response(answer=self.pack.reply("no_answer"), latency_ms={
-                "retrieval": round(retrieval_ms, 1), "total": round((time.perf_counter() - started) * 1000, 1)},
-                done=True, grounded=False, model=self.llm_name)
+            response = Response(answer=self.pack.reply("no_answer"), done=True, grounded=False, confidence=0.0,
+                                refused=True, **base)
+            response.latency_ms = {"intent": round(intent_ms, 1), "retrieval": round(retrieval_ms, 1),
+                                   "total": round((time.perf_counter() - started) * 1000, 1)}
+            self._record(response, message, session_id, retrieved=[], prompt_hash=None)
+            yield response
             return
+        passages = [strip_injections(h.text) or h.text for h in hits]
+        shown = [replace(h, text=p) for h, p in zip(hits, passages, strict=True)]
         settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
-        messages = build_messages(self.pack.system_prompt, message, hits, history)
+        messages = build_messages(self.pack.system_prompt, message, shown, history)
+        prompt_hash = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
         stats = GenerationStats()
         text = ""
-        for piece in generator.stream(messages, settings, stats):
+        for piece in self.generator.stream(messages, settings, stats):
             text += piece
-            yield Response(answer=text, sources=sources, model=self.llm_name)
-        answer, cited = attribute(text, [h.text for h in hits])
+            yield Response(answer=text, sources=sources, **base)
+        answer, cited = attribute(text, passages)
         for source in sources:
             source.cited = source.n in cited
-        total_ms = (time.perf_counter() - started) * 1000
-        yield Response(
-            answer=answer or self.pack.reply("no_answer"), sources=sources, done=True, grounded=bool(answer),
-            model=self.llm_name,
-            latency_ms={"retrieval": round(retrieval_ms, 1), "generation": round(stats.total_ms, 1),
-                        "ttft": round(stats.ttft_ms + retrieval_ms, 1), "total": round(total_ms, 1)},
+        t1 = time.perf_counter()
+        grounding: Grounding = self.checker.check(
+            self.retrieval_query(message, history), answer, passages, max(h.dense_score for h in hits),
+            prediction.confidence)
+        check_ms = (time.perf_counter() - t1) * 1000
+        refused = not answer or grounding.verdict == "refuse"
+        final = self.pack.reply("no_answer") if refused else answer + (CAVEAT if grounding.verdict == "caveat" else "")
+        response = Response(
+            answer=final, sources=sources, done=True, grounded=not refused, confidence=grounding.confidence,
+            caveat=grounding.verdict == "caveat", refused=refused, support=grounding.support, **base,
+            checks={"support": grounding.support, "coverage": grounding.coverage, "retrieval": grounding.retrieval},
+            latency_ms={"intent": round(intent_ms, 1), "retrieval": round(retrieval_ms, 1),
+                        "generation": round(stats.total_ms, 1), "check": round(check_ms, 1),
+                        "ttft": round(stats.ttft_ms + retrieval_ms + intent_ms, 1),
+                        "total": round((time.perf_counter() - started) * 1000, 1)},
             stats={"prompt_tokens": stats.prompt_tokens, "new_tokens": stats.new_tokens,
                    "decode_ms": round(stats.total_ms - stats.ttft_ms, 1)},
         )
+        self._record(response, message, session_id, retrieved=retrieved, prompt_hash=prompt_hash)
+        yield response
 
-    def respond(self, message: str, history: list[tuple[str, str]] | None = None, **overrides) -> Response:
-        *_, final = self.stream(message, history, **overrides)
+    def _record(self, response: Response, message: str, session_id: str | None, retrieved: list[dict],
+                prompt_hash: str | None) -> None:
+        response.turn_id = self.audit.record(TurnRecord(
+            session_id=session_id, domain=self.pack.name, message=message, intent=response.intent,
+            intent_confidence=response.intent_confidence, action=response.action, retrieved=retrieved,
+            model=self.llm_name, adapter=self.config.adapter, prompt_hash=prompt_hash, answer=response.answer,
+            confidence=response.confidence, grounded=response.grounded, latency=response.latency_ms,
+            ticket=response.ticket))
+
+    def handoff(self, history: list[tuple[str, str]], session_id: str | None = None) -> Response:
+        """The "talk to a person" button: a ticket with the conversation so far, and what happens next."""
+        summary = " | ".join(f"user: {u}" for u, _ in history[-5:]) or "(no messages yet)"
+        ticket = self.audit.open_ticket(session_id, self.pack.name, "button", summary)
+        response = Response(answer=self.pack.reply("handoff", ticket=ticket), done=True, intent="human_agent",
+                            action="handoff", ticket=ticket, model=self.llm_name)
+        self._record(response, "[talk to a person]", session_id, retrieved=[], prompt_hash=None)
+        return response
+
+    def feedback(self, turn_id: str, rating: int, comment: str | None = None) -> None:
+        self.audit.feedback(turn_id, rating, comment)
+
+    def respond(self, message: str, history: list[tuple[str, str]] | None = None, **kwargs) -> Response:
+        *_, final = self.stream(message, history, **kwargs)
         return final
 
     @property

@@ -57,12 +57,20 @@ def test_grounded_answers_on_pack_questions(bot_name, request):
 
 
 @pytest.mark.parametrize("bot_name", ["bank_bot", "hospital_bot"])
-def test_unrelated_question_gets_the_no_information_reply(bot_name, request):
+def test_unrelated_question_is_declined(bot_name, request):
     bot = request.getfixturevalue(bot_name)
     response = bot.respond("Who won the football world cup in 1998?")
     assert response.done and not response.grounded and response.sources == []
-    assert response.answer == load_pack(bot.pack.name).reply("no_answer")
+    assert response.action == "out_of_scope"
+    assert response.answer == load_pack(bot.pack.name).reply("out_of_scope")
     assert "generation" not in response.latency_ms  # the LLM was not asked to invent anything
+
+
+def test_no_relevant_passage_gets_the_no_information_reply(bank_bot):
+    response = bank_bot.respond("How much does an international wire cost?", min_score=0.99)
+    assert response.action == "answer" and response.refused and response.sources == []
+    assert response.answer == load_pack("bank").reply("no_answer")
+    assert "generation" not in response.latency_ms
 
 
 def test_answer_streams_before_it_is_complete(bank_bot):

@@ -1,0 +1,178 @@
+"""The audit log and handoff tickets: SQLite in WAL mode, one record per turn, PII redacted.
+
+Every record is committed (synchronous=FULL) before the answer is returned to the caller, so a
+process killed right after answering has already written it. Messages, answers and ticket
+summaries pass through the Redactor first; nothing unredacted is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from assistant.redact import Redactor
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS turns (
+    id TEXT PRIMARY KEY,
+    time REAL NOT NULL,
+    session_id TEXT,
+    domain TEXT,
+    message TEXT,
+    intent TEXT,
+    intent_confidence REAL,
+    action TEXT,
+    retrieved TEXT,          -- JSON: [{chunk_id, source, score, content_hash}]
+    model TEXT,
+    adapter TEXT,
+    prompt_hash TEXT,
+    answer TEXT,
+    confidence REAL,
+    grounded INTEGER,
+    latency TEXT,            -- JSON: {intent_ms, retrieval_ms, generation_ms, check_ms, total_ms}
+    ticket TEXT
+);
+CREATE INDEX IF NOT EXISTS turns_time ON turns(time);
+CREATE TABLE IF NOT EXISTS tickets (
+    id TEXT PRIMARY KEY,
+    time REAL NOT NULL,
+    session_id TEXT,
+    domain TEXT,
+    reason TEXT,
+    summary TEXT,
+    status TEXT NOT NULL DEFAULT 'open'
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    turn_id TEXT NOT NULL,
+    rating INTEGER NOT NULL,  -- +1 thumbs up, -1 thumbs down
+    comment TEXT
+);
+"""
+
+
+@dataclass
+class TurnRecord:
+    session_id: str | None
+    domain: str
+    message: str
+    intent: str | None
+    intent_confidence: float | None
+    action: str | None
+    retrieved: list[dict] = field(default_factory=list)
+    model: str | None = None
+    adapter: str | None = None
+    prompt_hash: str | None = None
+    answer: str = ""
+    confidence: float | None = None
+    grounded: bool | None = None
+    latency: dict[str, float] = field(default_factory=dict)
+    ticket: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: float = field(default_factory=time.time)
+
+
+class AuditLog:
+    """Append-only audit store shared by the CLI, the UI and the API (thread-safe)."""
+
+    def __init__(self, path: str | Path, redactor: Redactor | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.redactor = redactor or Redactor()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def record(self, turn: TurnRecord) -> str:
+        r = self.redactor.redact
+        row = asdict(turn)
+        row.update(message=r(turn.message), answer=r(turn.answer), retrieved=json.dumps(turn.retrieved),
+                   latency=json.dumps({k: round(v, 1) for k, v in turn.latency.items()}),
+                   grounded=None if turn.grounded is None else int(turn.grounded))
+        names = list(row)
+        with self._lock:
+            self._db.execute(f"INSERT INTO turns ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                             [row[n] for n in names])
+        return turn.id
+
+    def open_ticket(self, session_id: str | None, domain: str, reason: str, summary: str) -> str:
+        """Create a handoff ticket; returns its number, e.g. HO-20261126-3F9A2C."""
+        ticket = f"HO-{datetime.now(UTC):%Y%m%d}-{uuid.uuid4().hex[:6].upper()}"
+        with self._lock:
+            self._db.execute("INSERT INTO tickets (id, time, session_id, domain, reason, summary) VALUES (?,?,?,?,?,?)",
+                             (ticket, time.time(), session_id, domain, reason, self.redactor.redact(summary)))
+        return ticket
+
+    def feedback(self, turn_id: str, rating: int, comment: str | None = None) -> None:
+        if rating not in (1, -1):
+            raise ValueError("rating is +1 (helpful) or -1 (not helpful)")
+        with self._lock:
+            if not self._db.execute("SELECT 1 FROM turns WHERE id = ?", (turn_id,)).fetchone():
+                raise ValueError(f"no answer with id {turn_id} in the audit log")
+            self._db.execute("INSERT INTO feedback (time, turn_id, rating, comment) VALUES (?,?,?,?)",
+                             (time.time(), turn_id, rating, self.redactor.redact(comment)))
+
+    def turns(self, since: float | None = None) -> Iterator[dict]:
+        cur = self._db.execute("SELECT * FROM turns WHERE time >= ? ORDER BY time", (since or 0,))
+        names = [d[0] for d in cur.description]
+        for values in cur.fetchall():
+            row = dict(zip(names, values, strict=True))
+            row["retrieved"] = json.loads(row["retrieved"] or "[]")
+            row["latency"] = json.loads(row["latency"] or "{}")
+            row["time"] = datetime.fromtimestamp(row["time"], UTC).isoformat(timespec="milliseconds")
+            yield row
+
+    def tickets(self) -> list[dict]:
+        cur = self._db.execute("SELECT * FROM tickets ORDER BY time")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, v, strict=True)) for v in cur.fetchall()]
+
+    def feedback_rows(self) -> list[dict]:
+        cur = self._db.execute("SELECT * FROM feedback ORDER BY id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, v, strict=True)) for v in cur.fetchall()]
+
+    def export(self, fmt: str = "jsonl", since: float | None = None) -> str:
+        rows = list(self.turns(since))
+        if fmt == "jsonl":
+            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        if fmt == "csv":
+            out = io.StringIO()
+            if rows:
+                writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+                writer.writeheader()
+                for r in rows:
+                    writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()})
+            return out.getvalue()
+        raise ValueError(f"unknown export format '{fmt}': use jsonl or csv")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def parse_since(value: str | None) -> float | None:
+    """An ISO date/time (2026-11-26 or 2026-11-26T10:00) or a relative age (30m, 24h, 7d)."""
+    if not value:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return time.time() - int(value[:-1]) * units[value[-1]]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"--since takes an ISO date or time (2026-11-26T10:00) or an age like 24h: {value!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
