@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -110,20 +112,19 @@ def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path) -> I
     if (target / "classifier.json").exists():
         try:
             return IntentClassifier.load(target, embedder=embedder)
-        except (OSError, ValueError):
-            pass  # damaged: retrain below
+        except (OSError, ValueError):  # damaged: retrain below
+            shutil.rmtree(target, ignore_errors=True)
     texts, labels = load_utterances(pack.intents_file)
     unknown = sorted(set(labels) - set(pack.intents) - {OUT_OF_SCOPE})
     if unknown:
         raise ValueError(f"{pack.intents_file}: labels not defined in pack.yaml: {', '.join(unknown)}")
     classifier = IntentClassifier.train(texts, labels, mode="linear", embedder=embedder, progress=False)
-    tmp = target.with_name(f".tmp-{target.name}-{threading.get_ident()}")
+    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}-{threading.get_ident()}")
     classifier.save(tmp)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished the same training first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return IntentClassifier.load(target, embedder=embedder)
 
 
