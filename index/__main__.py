@@ -20,7 +20,7 @@ import sys
 
 from index.chunk import ChunkConfig
 from index.embed import EMBED_BACKENDS, ModelSpecError, resolve_embedder
-from index.evaluate import QuestionsError, evaluate, format_table, load_questions
+from index.evaluate import QuestionsError, evaluate, format_table, load_questions, read_jsonl
 from index.quiet import quiet_libraries
 from index.rerank import default_reranker_spec, reranker_available, resolve_reranker
 from index.search import MODES, Searcher
@@ -79,17 +79,7 @@ def _hit_json(hit) -> dict:
 
 def _read_queries(path: str) -> list[tuple[str, str]]:
     queries = []
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read queries file {path}: {exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {number}: invalid JSON ({exc.msg})") from exc
+    for number, record in read_jsonl(path, "queries file"):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise ValueError(f"{path}, line {number}: needs {{\"qid\", \"text\"}}")
         queries.append((str(record.get("qid", number)), record["text"]))

@@ -22,19 +22,24 @@ class QuestionsError(ValueError):
     """A questions file that cannot be used; the message names the line."""
 
 
-def load_questions(path: str | Path) -> list[dict]:
-    questions = []
+def read_jsonl(path: str | Path, what: str = "file"):
+    """(line number, record) for each non-blank line; a QuestionsError names the line that is not JSON."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise QuestionsError(f"cannot read questions file {path}: {exc}") from exc
+        raise QuestionsError(f"cannot read {what} {path}: {exc}") from exc
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise QuestionsError(f"{path}, line {number}: invalid JSON ({exc.msg})") from exc
+
+
+def load_questions(path: str | Path) -> list[dict]:
+    questions = []
+    for number, record in read_jsonl(path, "questions file"):
         text = record.get("question") or record.get("text") if isinstance(record, dict) else None
         relevant = record.get("relevant") if isinstance(record, dict) else None
         if not isinstance(text, str) or not isinstance(relevant, list) or not relevant:
