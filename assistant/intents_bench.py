@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.intents import (
+    ENCODER_DIR,
     MODES,
     OUT_OF_SCOPE,
     IntentClassifier,
@@ -112,6 +114,10 @@ def run_one(dataset: str, mode: str, train: tuple[list[str], list[str]], test: t
         report = evaluate(clf, *test, progress=True)
         p50, p95 = latency_ms(clf, test[0])
         points = tradeoff(clf, *test) if curve else []
+        if keep is None and (where / ENCODER_DIR).is_dir():  # its ONNX export is cached by path: drop it too
+            from index.onnx_embed import quantized_model
+
+            shutil.rmtree(quantized_model(where / ENCODER_DIR).parent, ignore_errors=True)
     result = BenchResult(dataset=dataset, mode=mode, train_rows=len(train[0]), test_rows=len(test[0]),
                          accuracy=report["accuracy"], top1_accuracy=report["top1_accuracy"],
                          macro_f1=report["macro_f1"], threshold=round(clf.threshold, 4),
