@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
+from assistant.condense import condense
 from assistant.pipeline import Assistant
 
 
@@ -34,6 +35,11 @@ class EvalReport:
     flagged_removed: float
     refused_answerable: float  # answerable questions wrongly refused
     caveat_answerable: float  # answerable questions answered with a caveat
+    followups: int  # follow-up questions asked after an earlier turn (eval/followups.jsonl)
+    followup_retrieved_alone: float  # expected document retrieved when the follow-up is searched as it is
+    followup_retrieved_concat: float  # ... searched with the previous question glued in front (the old way)
+    followup_retrieved: float  # ... searched as condensed by assistant.condense (what the assistant does)
+    followup_answered: float  # end to end: routed to an answer whose passages include the expected document
     check_p50_ms: float
     latency_p50_ms: float
     latency_p95_ms: float
@@ -52,6 +58,10 @@ class EvalReport:
              f"{self.declined_unanswerable:.0%} / {self.flagged_unanswerable:.0%} of {self.unanswerable}"),
             ("document removed: refused / refused or flagged",
              f"{self.refused_removed:.0%} / {self.flagged_removed:.0%} of {self.removed}"),
+            ("follow-ups: expected document retrieved (alone / after previous / condensed)",
+             f"{self.followup_retrieved_alone:.0%} / {self.followup_retrieved_concat:.0%} / "
+             f"{self.followup_retrieved:.0%} of {self.followups}"),
+            ("follow-ups answered from the expected document", f"{self.followup_answered:.0%}"),
             ("grounding check p50", f"{self.check_p50_ms:.0f} ms"),
             ("latency p50 / p95", f"{self.latency_p50_ms / 1000:.1f} s / {self.latency_p95_ms / 1000:.1f} s"),
             ("time to first token p50", f"{self.ttft_p50_ms / 1000:.2f} s"),
@@ -102,6 +112,26 @@ def _features(response, kind: str, question: str, domain: str = "") -> dict:
             "checks": response.checks, "answer": response.answer[:300]}
 
 
+def followup_scores(bot: Assistant, items: list[dict], progress: bool = True) -> dict[str, float]:
+    """Retrieval of the expected document for follow-ups under three query strategies, and end to end."""
+    counts = dict.fromkeys(("alone", "concat", "condensed", "answered"), 0)
+    config = bot.config
+    for q in tqdm(items, desc=f"{bot.pack.name} follow-ups", disable=not progress):
+        history: list[tuple[str, str]] = [(h, "") for h in q["history"]]
+        queries = {"alone": q["question"], "concat": f"{q['history'][-1]} {q['question']}",
+                   "condensed": condense(q["question"], history)}
+        for name, query in queries.items():
+            hits = bot.searcher.search(query, k=config.top_k, min_score=config.min_score, mode=config.search_mode)
+            counts[name] += any(h.source == q["source"] for h in hits)
+        turns = []
+        for earlier in q["history"]:  # the conversation as it happened: real answers in the history
+            turns.append((earlier, bot.respond(earlier, turns).answer))
+        response = bot.respond(q["question"], turns)
+        counts["answered"] += response.action == "answer" and any(s.source == q["source"] for s in response.sources)
+    n = max(len(items), 1)
+    return {name: value / n for name, value in counts.items()}
+
+
 def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True,
              dump: list | None = None) -> EvalReport:
     started = time.time()
@@ -143,6 +173,8 @@ def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True,
             removed_flagged += response.refused or not response.grounded or response.caveat
     finally:
         bot.searcher = searcher
+    followups = _read_jsonl(bot.pack.root / "eval" / "followups.jsonl")[:limit]
+    follow = followup_scores(bot, followups, progress)
     n = max(len(answerable), 1)
     u = max(len(unanswerable), 1)
     return EvalReport(
@@ -150,7 +182,9 @@ def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True,
         answer_has_fact=stated / n, unanswerable=len(unanswerable), declined_unanswerable=declined / u,
         flagged_unanswerable=flagged / u, removed=len(answerable), refused_removed=removed_refused / n,
         flagged_removed=removed_flagged / n, refused_answerable=refused_ok / n, caveat_answerable=caveat_ok / n,
-        check_p50_ms=_percentile(checks, 50),
+        followups=len(followups), followup_retrieved_alone=follow["alone"],
+        followup_retrieved_concat=follow["concat"], followup_retrieved=follow["condensed"],
+        followup_answered=follow["answered"], check_p50_ms=_percentile(checks, 50),
         latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
         ttft_p50_ms=_percentile(ttfts, 50),
         decode_tokens_per_s=tokens / decode_seconds if decode_seconds else 0.0, seconds=time.time() - started,

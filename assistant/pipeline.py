@@ -24,6 +24,7 @@ from pathlib import Path
 
 from assistant.audit import AuditLog, TurnRecord
 from assistant.cite import attribute
+from assistant.condense import condense, is_followup
 from assistant.config import AssistantConfig
 from assistant.generate import GenerationSettings, GenerationStats, Generator
 from assistant.grounding import Grounding, GroundingChecker
@@ -147,6 +148,7 @@ class Assistant:
         public = public_numbers([*self.pack.contacts.values(), *self.pack.replies.values()])
         self.audit = audit or AuditLog(self.config.audit_path, Redactor(allow=public))
         self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
+        self.classifier.predict_one("warm-up")
 
     @cached_property
     def generator(self) -> Generator:
@@ -154,10 +156,8 @@ class Assistant:
         return Generator(llm)
 
     def retrieval_query(self, message: str, history: list[tuple[str, str]]) -> str:
-        """A short follow-up ("and for international?") is searched together with the previous question."""
-        if history and len(message.split()) < 6:
-            return f"{history[-1][0]} {message}"
-        return message
+        """A follow-up ("and for auto loans?") rewritten into a standalone query (assistant/condense.py)."""
+        return condense(message, history)
 
     def classify(self, message: str, history: list[tuple[str, str]]) -> Prediction:
         """The message's intent, with the safety rules and conversation context applied."""
@@ -170,7 +170,7 @@ class Assistant:
             label = "human_agent" if "human_agent" in known else OUT_OF_SCOPE
             return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
         prediction = self.classifier.predict_one(message)
-        if prediction.label == OUT_OF_SCOPE and history and len(message.split()) < 6:
+        if prediction.label == OUT_OF_SCOPE and history and (len(message.split()) < 6 or is_followup(message)):
             # "and on Saturday?" after a branch-hours question: a follow-up, not a new topic
             prediction = Prediction(label="_followup", confidence=prediction.confidence, top=prediction.top)
         return prediction
@@ -228,7 +228,8 @@ class Assistant:
 
     def _answer(self, message, history, config, session_id, prediction, started, intent_ms, base):
         t0 = time.perf_counter()
-        hits: list[Hit] = self.searcher.search(self.retrieval_query(message, history), k=config.top_k,
+        query = self.retrieval_query(message, history)
+        hits: list[Hit] = self.searcher.search(query, k=config.top_k,
                                                min_score=config.min_score, mode=config.search_mode)
         retrieval_ms = (time.perf_counter() - t0) * 1000
         sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
@@ -258,7 +259,7 @@ class Assistant:
             source.cited = source.n in cited
         t1 = time.perf_counter()
         grounding: Grounding = self.checker.check(
-            self.retrieval_query(message, history), answer, passages, max(h.dense_score for h in hits),
+            query, answer, passages, max(h.dense_score for h in hits),
             prediction.confidence)
         check_ms = (time.perf_counter() - t1) * 1000
         refused = not answer or grounding.verdict == "refuse"

@@ -41,6 +41,13 @@ def pooling_mode(model_dir: Path) -> str | None:
         pooling = json.loads((model_dir / modules[1]["path"] / "config.json").read_text())
     except (OSError, KeyError, IndexError, json.JSONDecodeError):
         return None
+    mode = pooling.get("pooling_mode")  # newer sentence-transformers: {"pooling_mode": "mean"}
+    if isinstance(mode, list) and len(mode) == 1:
+        mode = mode[0]
+    if mode in ("mean", "cls"):
+        return mode
+    if mode is not None:  # max, lasttoken, several at once: not what the ONNX path computes
+        return None
     if pooling.get("pooling_mode_mean_tokens"):
         return "mean"
     if pooling.get("pooling_mode_cls_token"):

@@ -244,3 +244,23 @@ def test_onnx_and_torch_backends_agree(embedder):
     onnx_vectors = Embedder(backend="onnx-int8").encode(texts)
     assert onnx_vectors.shape == torch_vectors.shape
     assert ((onnx_vectors * torch_vectors).sum(1) > 0.97).all()
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, "mean"),
+    ({"pooling_mode_cls_token": True}, "cls"),
+    ({"pooling_mode": "mean"}, "mean"),  # the newer sentence-transformers layout
+    ({"pooling_mode": ["cls"]}, "cls"),
+    ({"pooling_mode": "max"}, None),  # not computed by the ONNX path: fall back to torch
+    ({}, None),
+])
+def test_onnx_pooling_mode_reads_old_and_new_configs(tmp_path, config, expected):
+    from index.onnx_embed import pooling_mode
+
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    assert pooling_mode(tmp_path) == expected

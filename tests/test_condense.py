@@ -1,0 +1,53 @@
+"""Follow-up questions become standalone search queries (assistant/condense.py)."""
+
+from assistant.condense import condense, content_words, is_followup
+
+WIRE = "How much does it cost to send an international wire?"
+
+
+def test_first_question_is_searched_as_asked():
+    assert condense(WIRE, []) == WIRE
+    assert condense("  What is   the CD rate? ", None) == "What is the CD rate?"
+
+
+def test_elliptical_followup_gains_the_previous_topic():
+    query = condense("And a domestic one?", [(WIRE, "It costs $45 [1].")])
+    assert "domestic" in query and "wire" in query and "international" in query
+    assert not query.lower().startswith("and")
+
+
+def test_pronoun_is_replaced_by_the_topic():
+    query = condense("What's the cut-off time for it?", [(WIRE, "...")])
+    assert query.startswith("What's the cut-off time for ")
+    assert " it" not in f" {query.lower()} ".replace("it's", "")
+    assert "wire" in query
+
+
+def test_new_question_mid_conversation_is_left_alone():
+    message = "What documents do I need to open a checking account?"
+    assert not is_followup(message)
+    assert condense(message, [(WIRE, "...")]) == message
+
+
+def test_existential_there_is_not_a_pronoun():
+    assert not is_followup("Are there any fees for closing a savings account early?")
+    assert is_followup("Is there a fee?")  # too few words of its own to stand alone
+
+
+def test_chains_keep_the_topic_of_the_first_question():
+    history = [("What is the minimum down payment for a first-time homebuyer?", "5% [1]."),
+               ("Do I need insurance if I put down less than that?", "Yes, PMI [1].")]
+    query = condense("When is it removed?", history)
+    assert "insurance" in query and "removed" in query and "homebuyer" in query
+
+
+def test_topic_words_are_bounded_and_not_repeated():
+    long_question = " ".join(f"word{i}" for i in range(30)) + "?"
+    query = condense("And for auto loans?", [(long_question, "...")])
+    assert query.split().count("auto") == 1
+    assert len(query.split()) <= len("for auto loans".split()) + 8
+
+
+def test_content_words_drop_question_words():
+    assert content_words("How long is a MyBrigid activation code valid?") == ["mybrigid", "activation", "code",
+                                                                              "valid"]
