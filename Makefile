@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install prepare run test lint clean eval bench bench-index bench-intents bench-redact
+.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui
 
 install: $(STAMP)
 
@@ -30,7 +30,15 @@ prepare: install
 run: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m ui --host $(HOST) --port $(PORT)
 
-test: install
+# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no chromium: the browser tests will skip (sudo apt-get install chromium)"; fi; }
+
+test: install browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -43,7 +51,7 @@ eval: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant eval
 
 # Benchmarks: not part of `make test`. They read ../shared/data when present and say so when not.
-bench: bench-index bench-intents bench-redact
+bench: bench-index bench-intents bench-redact bench-ui
 
 bench-index: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m index.bench $(BENCH_ARGS)
@@ -53,3 +61,6 @@ bench-intents: install
 
 bench-redact: install
 	$(BIN)/python -m assistant.redact_eval
+
+bench-ui: prepare
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ui.bench $(BENCH_ARGS)

@@ -36,8 +36,9 @@ from assistant.redact import Redactor, public_numbers
 from assistant.safety import emergency_intent, only_injection, strip_injections
 from assistant.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
+from index.ingest import IngestError, load_document
 from index.search import Hit, Searcher
-from index.store import BuildReport, IndexError_, IndexStore, build_index
+from index.store import BuildReport, IndexError_, IndexStore, add_to_index, build_index
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Source:
     page: int | None = None
     chunk_id: str = ""
     cited: bool = False
+    section: str = ""  # the headings above the passage, outermost first
 
 
 @dataclass
@@ -77,15 +79,34 @@ class Response:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["sources"] = [
-            {k: s[k] for k in ("source", "title", "text", "score", "page", "n", "cited", "chunk_id")}
+            {k: s[k] for k in ("source", "title", "text", "score", "page", "n", "cited", "chunk_id", "section")}
             for s in data["sources"]
         ]
         return data
 
 
-def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: bool = False) -> BuildReport | None:
-    """Build the pack's index when missing or when the pack's documents changed (only changed files re-embed)."""
+def uploads_root(data_dir: Path, pack: DomainPack) -> Path:
+    """Where documents uploaded for a pack are kept (as `uploads/NAME` in search results)."""
+    return Path(data_dir) / "uploads" / pack.name
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: bool = False,
+                 uploads: Path | None = None) -> BuildReport | None:
+    """Build the pack's index when missing or when its documents (or uploads) changed; only changed
+    files re-embed. Uploaded documents are kept as files, so a rebuild never loses them."""
+    sources = [pack.docs_dir]
     fingerprint = pack.docs_fingerprint()
+    if uploads is not None and (uploads / "uploads").is_dir() and any((uploads / "uploads").iterdir()):
+        sources.append(uploads)
+        fingerprint = hashlib.sha256(f"{fingerprint}:{_folder_fingerprint(uploads)}".encode()).hexdigest()
     if IndexStore.exists(index_dir):
         try:
             store = IndexStore.open(index_dir)
@@ -97,8 +118,18 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
             store.close()
             if current:
                 return None
-    return build_index([str(pack.docs_dir)], index_dir, embedder, progress=progress,
+    return build_index([str(s) for s in sources], index_dir, embedder, progress=progress,
                        extra={"pack": pack.name, "pack_fingerprint": fingerprint})
+
+
+@dataclass
+class UploadReport:
+    """What an upload did: files added to the index, and files refused with the reason."""
+
+    added: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    chunks: int = 0  # chunks in the index afterwards
+    seconds: float = 0.0
 
 
 CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
@@ -129,6 +160,12 @@ def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path) -> I
     return IntentClassifier.load(target, embedder=embedder)
 
 
+def _upload_name(name: str) -> str:
+    """A safe file name for an upload: no folders, no leading dots, only ordinary characters."""
+    stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", Path(name).name).strip(" .") or "document"
+    return stem[:120]
+
+
 class Assistant:
     """Loads the pack, its index and the models once; answers many questions, from many threads."""
 
@@ -141,7 +178,8 @@ class Assistant:
         self.pack: DomainPack = load_pack(self.config.domain)
         resolve_llm_dir(self.config.model, convert=False)  # a bad model spec fails now, not at the first answer
         self.embedder = embedder or resolve_embedder(self.config.embedder, device=self.config.device)
-        self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress)
+        self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress,
+                                         uploads=uploads_root(self.config.data_dir, self.pack))
         self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
         self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir)
         self.checker = GroundingChecker(self.embedder)
@@ -233,7 +271,8 @@ class Assistant:
                                                min_score=config.min_score, mode=config.search_mode)
         retrieval_ms = (time.perf_counter() - t0) * 1000
         sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
-                          chunk_id=h.chunk_id) for i, h in enumerate(hits, start=1)]
+                          chunk_id=h.chunk_id, section=" › ".join(h.headings))
+                   for i, h in enumerate(hits, start=1)]
         retrieved = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "dense_score": h.dense_score,
                       "content_hash": h.content_hash} for h in hits]
         if not hits:
@@ -295,6 +334,54 @@ class Assistant:
                             action="handoff", ticket=ticket, model=self.llm_name)
         self._record(response, "[talk to a person]", session_id, retrieved=[], prompt_hash=None)
         return response
+
+    def add_documents(self, paths: list[str | Path], progress: bool = False) -> UploadReport:
+        """Add uploaded files to this pack's index (incrementally) and keep them with the pack's uploads.
+
+        Every file is parsed first; one that cannot be (empty, binary, malformed, unsupported, too large)
+        is refused with its reason and never reaches the index. Nothing already indexed is touched.
+        """
+        started = time.perf_counter()
+        report = UploadReport()
+        accepted: list[tuple[Path, str]] = []
+        for raw in paths:
+            path = Path(raw)
+            name = _upload_name(path.name)
+            try:
+                load_document(path)
+            except IngestError as exc:
+                report.rejected.append((path.name, str(exc)))
+                continue
+            accepted.append((path, name))
+        if accepted:
+            root = uploads_root(self.config.data_dir, self.pack)
+            folder = root / "uploads"
+            folder.mkdir(parents=True, exist_ok=True)
+            copied: list[Path] = []
+            try:
+                for path, name in accepted:
+                    target = folder / name
+                    tmp = target.with_name(f".{name}.part")
+                    shutil.copyfile(path, tmp)
+                    tmp.replace(target)
+                    copied.append(target)
+                result = add_to_index(self.config.index_dir, [str(root)], self.embedder, progress=progress)
+            except Exception:
+                for target in copied:  # the index is unchanged: do not keep files it does not hold
+                    target.unlink(missing_ok=True)
+                raise
+            bad = {Path(p).name: reason for p, reason in result.skipped}
+            for (path, name), target in zip(accepted, copied, strict=True):
+                if name in bad:
+                    target.unlink(missing_ok=True)
+                    report.rejected.append((path.name, bad[name]))
+                else:
+                    report.added.append(name)
+            self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name),
+                                     self.embedder)
+        report.chunks = len(self.searcher.store)
+        report.seconds = round(time.perf_counter() - started, 2)
+        return report
 
     def feedback(self, turn_id: str, rating: int, comment: str | None = None) -> None:
         self.audit.feedback(turn_id, rating, comment)

@@ -1,31 +1,92 @@
-"""Start the chat UI.
+"""Start the chat UI (`make run`), or print a users-file line for a password.
 
-    python -m ui [--host 127.0.0.1] [--port 7860] [--model bundled] [--device cpu]
+    python -m ui [--host 127.0.0.1] [--port 7860] [--model bundled] [--users FILE] [--no-upload] [--no-feedback]
+    python -m ui hash-password            # asks for a password, prints "name:sha256:HEX"
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import sys
 
 from assistant.config import AssistantConfig
 
 
-def main(argv: list[str] | None = None) -> None:
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() not in {"0", "false", "no", "off", ""}
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ui", description="Gradio chat over the assistant")
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
-    p.add_argument("--model", default="bundled")
-    p.add_argument("--embedder", default="bundled")
+    p.add_argument("--domain", default="bank", help="domain shown first (bank, hospital or a pack folder)")
+    p.add_argument("--model", default=os.environ.get("RA_MODEL", "bundled"))
+    p.add_argument("--embedder", default=os.environ.get("RA_EMBEDDER", "bundled"))
     p.add_argument("--device", default=None)
-    args = p.parse_args(argv)
+    p.add_argument("--adapter", action="append", default=[],
+                   help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
+                        "DATA_DIR/adapters are found by themselves")
+    p.add_argument("--users", default=None,
+                   help="users file for pilot logins (also RA_UI_USERS_FILE, or RA_UI_USERS='name:pw,...')")
+    p.add_argument("--no-upload", action="store_true", help="hide document upload (also RA_UI_UPLOAD=0)")
+    p.add_argument("--no-feedback", action="store_true", help="hide thumbs and comments (also RA_UI_FEEDBACK=0)")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("RA_UI_CONCURRENCY", "4")),
+                   help="requests worked on at once (default 4)")
+    p.add_argument("--max-queue", type=int, default=int(os.environ.get("RA_UI_MAX_QUEUE", "64")),
+                   help="requests allowed to wait; more are refused as busy (default 64)")
+    p.add_argument("--no-warm-up", action="store_true", help="do not load the models before serving")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hash-password"]:
+        from ui.auth import hash_password
+
+        name = input("user name: ").strip()
+        password = getpass.getpass("password: ")
+        print(f"{name}:sha256:{hash_password(password)}")
+        return 0
+    args = parser().parse_args(argv)
+    if args.concurrency < 1 or args.max_queue < 1:
+        print("error: --concurrency and --max-queue must be at least 1", file=sys.stderr)
+        return 2
     from index.quiet import quiet_libraries
-    from ui.app import AssistantPool, build_demo
+    from ui.auth import UsersError, checker, load_users
 
     quiet_libraries()
-    pool = AssistantPool(AssistantConfig(model=args.model, embedder=args.embedder, device=args.device))
-    build_demo(pool).queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port)
+    try:
+        users = load_users(args.users)
+    except UsersError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from ui.app import CSS, AssistantPool, UIConfig, build_demo, find_adapters
+
+    try:
+        base = AssistantConfig(domain=args.domain, model=args.model, embedder=args.embedder, device=args.device)
+        pool = AssistantPool(base)
+        ui = UIConfig(upload=not args.no_upload and _flag("RA_UI_UPLOAD", True),
+                      feedback=not args.no_feedback and _flag("RA_UI_FEEDBACK", True),
+                      concurrency=args.concurrency, max_queue=args.max_queue,
+                      adapters=find_adapters(base.data_dir, args.adapter))
+        if not args.no_warm_up:  # load the index, classifier and LLM now: the first question is then fast
+            _ = pool.get(base.domain).generator
+        demo = build_demo(pool, ui)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving on http://{args.host}:{args.port}" + (f" ({len(users)} user(s) may log in)" if users else ""),
+          flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, css=CSS,
+                auth=checker(users) if users else None,
+                auth_message="Log in with the account your pilot team gave you." if users else None,
+                max_file_size=f"{ui.max_file_mb}mb", footer_links=["api"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,76 +1,299 @@
-"""Gradio chat over the same Assistant the CLI uses. Builds no model at import: assistants load on first use.
+"""The browser chat: a Gradio Blocks app over the same Assistant the CLI uses.
 
-    python -m ui [--host 127.0.0.1] [--port 7860]
+Each browser session keeps its own conversation (session id, turns, audit ids) in `gr.State`; the
+models load once per process and are shared by every session and both domains. Streaming answers,
+sources with scores, an intent + confidence badge, a "Talk to a person" button, thumbs up/down with
+an optional comment (stored in the audit log next to the answer), settings, example questions, and
+document upload into the current domain's index.
+
+    python -m ui [--host 127.0.0.1] [--port 7860] [--users FILE] [--no-upload] [--no-feedback]
 """
 
 from __future__ import annotations
 
+import html
 import threading
+import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import gradio as gr
 
 from assistant.config import AssistantConfig
 from assistant.packs import available_packs, load_pack
-from assistant.pipeline import Assistant, Response
+from assistant.pipeline import Assistant, Response, UploadReport
+
+NO_ADAPTER = "none (base model)"
+ACCEPTED_FILES = [".txt", ".md", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"]
+
+
+@dataclass
+class UIConfig:
+    """What the app offers; `python -m ui` sets these from flags and environment variables."""
+
+    upload: bool = True  # document upload into the current domain's index
+    feedback: bool = True  # thumbs up/down and comments
+    concurrency: int = 4  # requests the queue works on at once (answers still generate one at a time)
+    max_queue: int = 64  # requests waiting beyond that are refused with "too busy"
+    adapters: list[str] = field(default_factory=list)  # fine-tuned adapter directories offered in settings
+    max_file_mb: int = 50
 
 
 class AssistantPool:
-    """One Assistant per domain, created on first use and shared by all sessions (the models load once)."""
+    """One Assistant per (domain, adapter), created on first use and shared by all sessions.
+
+    The embedder is shared by all; the LLM is shared by every domain using the same adapter.
+    """
 
     def __init__(self, base: AssistantConfig | None = None):
         self.base = base or AssistantConfig()
-        self._bots: dict[str, Assistant] = {}
+        self._bots: dict[tuple[str, str | None], Assistant] = {}
         self._lock = threading.Lock()
 
-    def get(self, domain: str) -> Assistant:
+    def get(self, domain: str, adapter: str | None = None) -> Assistant:
+        adapter = adapter or self.base.adapter
+        key = (domain, adapter)
         with self._lock:
-            if domain not in self._bots:
-                first = next(iter(self._bots.values()), None)  # domains share the loaded models
-                self._bots[domain] = Assistant(replace(self.base, domain=domain),
-                                               generator=first.generator if first else None,
-                                               embedder=first.embedder if first else None)
-            return self._bots[domain]
+            if key not in self._bots:
+                same_model = next((b for (_, a), b in self._bots.items() if a == adapter), None)
+                any_bot = next(iter(self._bots.values()), None)
+                self._bots[key] = Assistant(
+                    replace(self.base, domain=domain, adapter=adapter),
+                    generator=same_model.generator if same_model else None,
+                    embedder=any_bot.embedder if any_bot else None)
+            return self._bots[key]
 
 
-def format_sources(response: Response) -> str:
-    if not response.sources:
-        return ""
+def find_adapters(data_dir: Path, extra: list[str] | None = None) -> list[str]:
+    """Adapter directories to offer: those given, plus every PEFT adapter under DATA_DIR/adapters."""
+    found = [str(Path(a)) for a in extra or []]
+    root = Path(data_dir) / "adapters"
+    if root.is_dir():
+        found += [str(p.parent) for p in sorted(root.glob("*/adapter_config.json"))]
+    return list(dict.fromkeys(found))
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+def _level(confidence: float | None) -> str:
+    if confidence is None:
+        return "neutral"
+    return "high" if confidence >= 0.675 else "medium" if confidence >= 0.30 else "low"
+
+
+def render_details(response: Response | None, note: str = "") -> str:
+    """The panel beside the chat: intent and confidence badges, ticket, sources with scores."""
+    if response is None:
+        return f"<div class='ra-details ra-empty'>{html.escape(note or 'Ask a question to see its sources.')}</div>"
+    badges = []
+    if response.action == "emergency":
+        badges.append("<span class='ra-badge ra-emergency'>EMERGENCY</span>")
+    if response.intent:
+        conf = "" if response.intent_confidence is None else f" · {response.intent_confidence:.0%}"
+        badges.append(f"<span class='ra-badge ra-intent'>intent: {html.escape(response.intent)}{conf}</span>")
+    if response.action:
+        badges.append(f"<span class='ra-badge ra-action'>{html.escape(response.action)}</span>")
+    if response.confidence is not None:
+        badges.append(f"<span class='ra-badge ra-conf ra-{_level(response.confidence)}'>"
+                      f"confidence {response.confidence:.0%}</span>")
+    if response.caveat:
+        badges.append("<span class='ra-badge ra-medium'>shown with a caveat</span>")
+    if response.refused and response.action == "answer":
+        badges.append("<span class='ra-badge ra-low'>not answered: documents do not support it</span>")
+    parts = [f"<div class='ra-badges'>{''.join(badges)}</div>"]
+    if response.ticket:
+        parts.append(f"<div class='ra-ticket'>Ticket <b>{html.escape(response.ticket)}</b></div>")
+    if response.sources:
+        items = []
+        for s in response.sources:
+            where = html.escape(s.source) + (f", page {s.page}" if s.page else "")
+            section = f"<div class='ra-section'>{html.escape(s.section)}</div>" if s.section else ""
+            snippet = html.escape(" ".join(s.text.split())[:260])
+            cited = "<span class='ra-cited'>cited</span>" if s.cited else ""
+            items.append(
+                f"<li class='ra-source'><div class='ra-source-head'><b>[{s.n}] {html.escape(s.title)}</b> {cited}"
+                f"<span class='ra-score'>score {s.score:.2f}</span></div><div class='ra-where'>{where}</div>"
+                f"{section}<div class='ra-snippet'>{snippet}…</div></li>")
+        parts.append(f"<div class='ra-sources-title'>Sources</div><ol class='ra-sources'>{''.join(items)}</ol>")
+    if response.latency_ms.get("total"):
+        parts.append(f"<div class='ra-latency'>{response.latency_ms['total'] / 1000:.1f} s</div>")
+    if note:
+        parts.append(f"<div class='ra-note'>{html.escape(note)}</div>")
+    return f"<div class='ra-details'>{''.join(parts)}</div>"
+
+
+def chat_text(response: Response) -> str:
+    """The bot message as shown in the chat; emergencies get a banner that cannot be missed."""
+    if response.action == "emergency":
+        return f"🚨 **EMERGENCY**\n\n{response.answer}"
+    return response.answer
+
+
+def upload_summary(report: UploadReport) -> str:
     lines = []
-    for s in response.sources:
-        mark = "**cited**" if s.cited else "retrieved"
-        page = f", p. {s.page}" if s.page else ""
-        snippet = " ".join(s.text.split())[:180]
-        lines.append(f"- [{s.n}] {mark} · *{s.title}* ({s.source}{page}) · score {s.score:.2f}\n  > {snippet}…")
-    return "**Sources**\n" + "\n".join(lines)
+    if report.added:
+        lines.append(f"**Added {len(report.added)} document(s)** ({report.chunks} passages in the index now, "
+                     f"{report.seconds:.1f} s): " + ", ".join(f"`{n}`" for n in report.added))
+    if report.rejected:
+        lines.append("**Not added** (the index is unchanged for these):")
+        lines += [f"- `{name}`: {reason}" for name, reason in report.rejected]
+    return "\n".join(lines) or "No files given."
 
 
-def build_demo(pool: AssistantPool | None = None) -> gr.Blocks:
+CSS = """
+.ra-details {font-size: 0.92em;}
+.ra-badges {display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 8px;}
+.ra-badge {border-radius: 999px; padding: 2px 10px; font-weight: 600; background: #eef2f7; color: #1f2937;}
+.ra-intent {background: #e0e7ff; color: #3730a3;} .ra-action {background: #f3f4f6;}
+.ra-high {background: #dcfce7; color: #166534;} .ra-medium {background: #fef3c7; color: #92400e;}
+.ra-low {background: #fee2e2; color: #991b1b;}
+.ra-emergency {background: #dc2626; color: white; font-size: 1.1em;}
+.ra-ticket {margin: 6px 0; padding: 6px 10px; border-left: 4px solid #2563eb; background: #eff6ff;}
+.ra-sources {padding-left: 0; list-style: none;}
+.ra-source {border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px; margin-bottom: 8px;}
+.ra-source-head {display: flex; gap: 8px; align-items: baseline;}
+.ra-score {margin-left: auto; color: #6b7280; font-variant-numeric: tabular-nums;}
+.ra-cited {background: #dcfce7; color: #166534; border-radius: 4px; padding: 0 6px; font-size: 0.85em;}
+.ra-where, .ra-section {color: #6b7280; font-size: 0.9em;} .ra-snippet {margin-top: 4px;}
+.ra-sources-title {font-weight: 700; margin-top: 8px;} .ra-latency, .ra-note {color: #6b7280; margin-top: 6px;}
+"""
+
+
+# ---------------------------------------------------------------------------------------------- app
+
+def new_session() -> dict:
+    """A browser session's own state: its id, the (user, answer) turns, and each answer's audit id."""
+    return {"session_id": uuid.uuid4().hex[:16], "turns": [], "turn_ids": {}, "last_rated": None}
+
+
+def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) -> gr.Blocks:
     pool = pool or AssistantPool()
+    ui = ui or UIConfig()
     domains = available_packs()
+    if not domains:
+        raise RuntimeError("no domain packs found: the assistant/packs folder is missing or empty")
+    default = pool.base.domain if pool.base.domain in domains else domains[0]
+    examples = {d: load_pack(d).examples for d in domains}
+    adapters = [NO_ADAPTER, *ui.adapters]
 
-    def respond(message: str, history: list[dict], domain: str) -> Iterator[str]:
-        bot = pool.get(domain)
-        pairs = []
-        for turn in history:
-            if turn["role"] == "user":
-                pairs.append([str(turn["content"]), ""])
-            elif pairs:
-                pairs[-1][1] = str(turn["content"])
+    def adapter_value(choice: str | None) -> str | None:
+        return None if not choice or choice == NO_ADAPTER else choice
+
+    def respond(message: str, chat: list, domain: str, top_k: int, temperature: float, max_new_tokens: int,
+                adapter: str, state: dict) -> Iterator[tuple]:
+        state = state or new_session()
+        message = (message or "").strip()
+        chat = list(chat or [])
+        if not message:
+            yield chat, gr.skip(), "", state
+            return
+        bot = pool.get(domain, adapter_value(adapter))
+        chat = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
+        yield chat, render_details(None, "Thinking…"), "", state
         response = None
-        for response in bot.stream(message, [tuple(p) for p in pairs]):
-            yield response.answer
-        sources = format_sources(response)
-        yield response.answer + (f"\n\n{sources}" if sources else "")
+        try:
+            for response in bot.stream(message, list(state["turns"]), session_id=state["session_id"],
+                                       top_k=int(top_k), temperature=float(temperature),
+                                       max_new_tokens=int(max_new_tokens)):
+                chat[-1] = {"role": "assistant", "content": chat_text(response)}
+                yield chat, gr.skip(), "", state
+        except ValueError as exc:  # a bad setting or an over-long prompt: say so in the chat
+            chat[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
+            yield chat, render_details(None, str(exc)), "", state
+            return
+        state = dict(state, turns=[*state["turns"], (message, response.answer)],
+                     turn_ids={**state["turn_ids"], str(len(chat) - 1): response.turn_id})
+        yield chat, render_details(response), "", state
+
+    def talk_to_person(chat: list, domain: str, adapter: str, state: dict) -> tuple:
+        state = state or new_session()
+        response = pool.get(domain, adapter_value(adapter)).handoff(list(state["turns"]), state["session_id"])
+        chat = list(chat or []) + [{"role": "assistant", "content": response.answer}]
+        state = dict(state, turns=[*state["turns"], ("[talk to a person]", response.answer)],
+                     turn_ids={**state["turn_ids"], str(len(chat) - 1): response.turn_id})
+        return chat, render_details(response), state
+
+    def on_feedback(state: dict, comment: str, domain: str, data: gr.LikeData) -> str:
+        index = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        turn_id = (state or {}).get("turn_ids", {}).get(str(index))
+        if not turn_id:
+            return "Feedback is for the assistant's answers."
+        rating = 1 if data.liked is True or data.liked == "Like" else -1
+        pool.get(domain).feedback(turn_id, rating, (comment or "").strip() or None)
+        return f"Thank you: your {'👍' if rating > 0 else '👎'} was saved with answer {turn_id}."
+
+    def reset(domain: str) -> tuple:
+        return [], render_details(None), "", new_session(), gr.Dataset(samples=[[q] for q in examples[domain]])
+
+    def upload(files: list | None, domain: str, adapter: str,
+               progress=gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008  (how Gradio injects progress)
+        if not files:
+            return "Choose one or more files first.", None
+        paths = [f if isinstance(f, str) else f.name for f in files]
+        progress(0, desc="reading and indexing")
+        try:
+            report = pool.get(domain, adapter_value(adapter)).add_documents(paths, progress=True)
+        except Exception as exc:  # the index keeps its previous version: nothing is lost
+            return f"**Upload failed**, the index is unchanged: {exc}", None
+        return upload_summary(report), None
 
     with gr.Blocks(title="Regulated assistant") as demo:
-        gr.Markdown("## Customer-service assistant\nAnswers come from the institution's documents, with citations.")
-        domain = gr.Dropdown(domains, value=domains[0] if domains else None, label="Domain")
-        gr.ChatInterface(
-            respond,
-            additional_inputs=[domain],
-            examples=[[q, d] for d in domains for q in load_pack(d).examples[:3]],
-            cache_examples=False,
-        )
+        state = gr.State(new_session)
+        with gr.Row():
+            gr.Markdown("## Customer-service assistant\nAnswers come only from the institution's documents, "
+                        "with sources. Personal data is redacted from every log.")
+            domain = gr.Dropdown(domains, value=default, label="Domain", scale=0, min_width=180,
+                                 elem_id="domain")
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(height=480, label="Conversation", elem_id="chat",
+                                     feedback_options=("Like", "Dislike") if ui.feedback else None,
+                                     buttons=["copy"])
+                with gr.Row():
+                    msg = gr.Textbox(placeholder="Type your question and press Enter", show_label=False,
+                                     scale=5, elem_id="message", autofocus=True, max_length=2000)
+                    send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                with gr.Row():
+                    person = gr.Button("Talk to a person", elem_id="handoff")
+                    clear = gr.Button("New conversation", elem_id="new-conversation")
+                example_set = gr.Dataset(components=[msg], samples=[[q] for q in examples[default]],
+                                         label="Example questions", type="values", elem_id="examples")
+                if ui.feedback:
+                    comment = gr.Textbox(label="Optional comment for your 👍 / 👎", lines=1, max_length=1000,
+                                         elem_id="feedback-comment")
+                    feedback_note = gr.Markdown(elem_id="feedback-status")
+            with gr.Column(scale=2):
+                details = gr.HTML(render_details(None), elem_id="details")
+                with gr.Accordion("Settings", open=False):
+                    top_k = gr.Slider(1, 5, value=pool.base.top_k, step=1, label="Passages (top-k)")
+                    temperature = gr.Slider(0.0, 1.0, value=pool.base.temperature, step=0.1,
+                                            label="Temperature (0 = reproducible)")
+                    max_tokens = gr.Slider(32, 512, value=pool.base.max_new_tokens, step=16,
+                                           label="Max new tokens")
+                    adapter = gr.Dropdown(adapters, value=adapters[0], label="Fine-tuned adapter",
+                                          interactive=len(adapters) > 1)
+                if ui.upload:
+                    with gr.Accordion("Add documents to this domain", open=False, elem_id="upload-panel"):
+                        files = gr.File(file_count="multiple", file_types=ACCEPTED_FILES, label="Documents",
+                                        elem_id="upload-files")
+                        add = gr.Button("Add to index", elem_id="upload-button")
+                        upload_status = gr.Markdown(elem_id="upload-status")
+
+        inputs = [msg, chatbot, domain, top_k, temperature, max_tokens, adapter, state]
+        outputs = [chatbot, details, msg, state]
+        msg.submit(respond, inputs, outputs, api_name="chat")
+        send.click(respond, inputs, outputs, api_name=False)
+        person.click(talk_to_person, [chatbot, domain, adapter, state], [chatbot, details, state],
+                     api_name="handoff")
+        chatbot.clear(lambda: (render_details(None), new_session()), None, [details, state], api_name=False)
+        clear.click(reset, [domain], [chatbot, details, msg, state, example_set], api_name=False)
+        domain.change(reset, [domain], [chatbot, details, msg, state, example_set], api_name=False)
+        example_set.click(lambda sample: sample[0], [example_set], [msg], api_name=False)
+        if ui.feedback:
+            chatbot.like(on_feedback, [state, comment, domain], [feedback_note], api_name=False)
+        if ui.upload:
+            add.click(upload, [files, domain, adapter], [upload_status, files], api_name="upload",
+                      concurrency_limit=1)
+    demo.queue(default_concurrency_limit=ui.concurrency, max_size=ui.max_queue)
     return demo

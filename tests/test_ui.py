@@ -1,0 +1,106 @@
+"""UI building blocks without a browser: logins, uploads through the Assistant, rendering."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from assistant.pipeline import Response, Source
+from ui.app import AssistantPool, UIConfig, build_demo, render_details, upload_summary
+from ui.auth import UsersError, checker, hash_password, load_users
+
+
+def test_users_from_file_and_variable(tmp_path):
+    f = tmp_path / "users.txt"
+    f.write_text(f"# staff\nalice:pa#ss:word\nbob:sha256:{hash_password('s3cret')}\n\n")
+    users = load_users(f, env={"RA_UI_USERS": "carol:c-pass"})
+    check = checker(users)
+    assert check("alice", "pa#ss:word") and check("bob", "s3cret") and check("carol", "c-pass")
+    assert not check("alice", "wrong") and not check("mallory", "pa#ss:word") and not check("", "")
+    assert "pa#ss" not in str(users)  # only digests are kept
+
+
+def test_no_users_means_no_login():
+    assert load_users(None, env={}) == {}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("alice\n", "expected 'name:password'"),
+    ("bob:sha256:abc\n", "64 hex characters"),
+    ("# only a comment\n", "names no user"),
+])
+def test_bad_users_file_says_what_is_wrong(tmp_path, text, message):
+    f = tmp_path / "users.txt"
+    f.write_text(text)
+    with pytest.raises(UsersError, match=message):
+        load_users(f, env={})
+
+
+def test_missing_users_file(tmp_path):
+    with pytest.raises(UsersError, match="cannot read the users file"):
+        load_users(tmp_path / "absent.txt", env={})
+
+
+@pytest.fixture
+def bank_copy(data_dir, bank_bot, tmp_path):
+    """A bank Assistant on its own copy of the session's data folder (uploads change the index)."""
+    from assistant import Assistant, AssistantConfig
+
+    target = tmp_path / "data"
+    shutil.copytree(data_dir, target, ignore=shutil.ignore_patterns("audit.sqlite*", "uploads"))
+    return Assistant(AssistantConfig(domain="bank", data_dir=target), generator=bank_bot.generator,
+                     embedder=bank_bot.embedder)
+
+
+def test_upload_adds_good_files_refuses_bad_ones_and_survives_a_restart(bank_copy, tmp_path):
+    from assistant import Assistant
+
+    before = len(bank_copy.searcher.store)
+    files = tmp_path / "in"
+    files.mkdir()
+    (files / "zephyr.md").write_text("# Zephyr Day\n\nBranches close at 1:00 p.m. on Zephyr Day, 14 March.\n")
+    (files / "empty.txt").write_text("")
+    (files / "binary.pdf").write_bytes(b"\x00\xff not a pdf" * 100)
+    (files / "latin1.txt").write_bytes("Café opening: the lobby café opens at 7:15 a.m.".encode("latin-1"))
+    (files / "x.exe").write_bytes(b"MZ\x00")
+    report = bank_copy.add_documents(sorted(files.iterdir()))
+    assert sorted(report.added) == ["latin1.txt", "zephyr.md"]
+    assert {name for name, _ in report.rejected} == {"empty.txt", "binary.pdf", "x.exe"}
+    assert all(reason for _, reason in report.rejected)
+    assert report.chunks > before
+    hits = bank_copy.searcher.search("When do branches close on Zephyr Day?", k=2)
+    assert hits[0].source == "uploads/zephyr.md"
+    kept = sorted(p.name for p in (bank_copy.config.data_dir / "uploads" / "bank" / "uploads").iterdir())
+    assert kept == ["latin1.txt", "zephyr.md"]
+    # a new process (same data folder) keeps the uploads: the pack index is rebuilt around them
+    again = Assistant(bank_copy.config, generator=bank_copy.generator, embedder=bank_copy.embedder)
+    assert again.searcher.search("When do branches close on Zephyr Day?", k=2)[0].source == "uploads/zephyr.md"
+
+
+def test_upload_of_only_bad_files_leaves_the_index_alone(bank_copy, tmp_path):
+    version = bank_copy.searcher.store.version
+    bad = tmp_path / "scan.docx"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    report = bank_copy.add_documents([bad])
+    assert report.added == [] and report.rejected[0][0] == "scan.docx"
+    assert bank_copy.searcher.store.version == version
+    assert "Not added" in upload_summary(report) and "scan.docx" in upload_summary(report)
+
+
+def test_details_panel_escapes_and_marks_emergencies():
+    response = Response(answer="Call 911 now.", action="emergency", intent="medical_emergency",
+                        intent_confidence=1.0, confidence=1.0, done=True,
+                        sources=[Source(n=1, source="a<b>.md", title="<script>x</script>", text="t", score=0.5)])
+    panel = render_details(response)
+    assert "ra-emergency" in panel and "<script>" not in panel and "&lt;script&gt;" in panel
+
+
+def test_app_builds_with_upload_and_feedback_switched_off(bank_bot):
+    pool = AssistantPool(bank_bot.config)
+    demo = build_demo(pool, UIConfig(upload=False, feedback=False))
+    ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
+    assert "upload-files" not in ids and "feedback-comment" not in ids and "chat" in ids
+    full = build_demo(pool, UIConfig())
+    ids = {getattr(block, "elem_id", None) for block in full.blocks.values()}
+    assert {"upload-files", "feedback-comment", "handoff", "details"} <= ids
