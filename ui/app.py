@@ -188,6 +188,8 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
         if not message:
             yield chat, gr.skip(), "", state
             return
+        if not chat:  # an empty chat is a new conversation, whatever an API caller's session held before
+            state = dict(state, turns=[], turn_ids={})
         bot = pool.get(domain, adapter_value(adapter))
         chat = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
         yield chat, render_details(None, "Thinking…"), "", state

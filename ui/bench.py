@@ -63,6 +63,17 @@ def start_server(concurrency: int, log: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the UI did not start within 10 minutes")
 
 
+def _text(content) -> str:
+    """A chat message's text, whichever shape the client returns (string, {"text"}, or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("value") or "")
+    if isinstance(content, list):
+        return "".join(_text(part) for part in content)
+    return ""
+
+
 def ask(client, message: str, chat: list, domain: str = "bank") -> tuple[float, float, list]:
     """One question through the app's /chat endpoint: (seconds to first answer text, total, new chat)."""
     started = time.perf_counter()
@@ -71,9 +82,8 @@ def ask(client, message: str, chat: list, domain: str = "bank") -> tuple[float, 
     for update in job:
         history = update[0] if isinstance(update, list | tuple) else update
         if first is None and history and history[-1].get("role") == "assistant":
-            content = history[-1].get("content")
-            text = content if isinstance(content, str) else json.dumps(content)
-            if text.strip() and text.strip() != "…":
+            text = _text(history[-1].get("content")).strip()
+            if text and text != "…":
                 first = time.perf_counter() - started
     result = job.result()
     total = time.perf_counter() - started
@@ -101,16 +111,16 @@ def in_process_first_token(rounds: int) -> dict:
 
     bot = Assistant(AssistantConfig(domain="bank"))
     bot.respond("hello")
-    ttfts = []
+    ttfts, actions = [], []
     for i in range(rounds):
         started = time.perf_counter()
-        for response in bot.stream(SHORT[i % len(SHORT)]):
-            if response.answer.strip():
-                ttfts.append(time.perf_counter() - started)
-                break
-        for _ in bot.stream("thanks"):
-            pass
-    return {"ttft_p50_s": round(float(np.median(ttfts)), 3)}
+        first = None
+        for response in bot.stream(SHORT[i % len(SHORT)]):  # read to the end: generation finishes cleanly
+            if first is None and response.answer.strip():
+                first = time.perf_counter() - started
+        ttfts.append(first)
+        actions.append(response.action)
+    return {"ttft_p50_s": round(float(np.median(ttfts)), 3), "actions": actions}
 
 
 def concurrent(url: str, chats: int) -> dict:
@@ -161,9 +171,9 @@ def concurrent(url: str, chats: int) -> dict:
 def sequential(url: str) -> dict:
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
     times = []
     for first, second in CONVERSATIONS:
+        client = Client(url, verbose=False)  # one session per conversation, as in the concurrent run
         chat: list = []
         for message in (first, second):
             _, total, chat = ask(client, message, chat)
