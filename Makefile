@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui
+.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune
 
 install: $(STAMP)
 
@@ -64,3 +64,12 @@ bench-redact: install
 
 bench-ui: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m ui.bench $(BENCH_ARGS)
+
+# LoRA fine-tuning: QLoRA 4-bit on a CUDA GPU, float32 LoRA on CPU (see finetune/configs/).
+# FINETUNE_ARGS overrides fields, e.g. FINETUNE_ARGS="--max-steps 30 --output-dir runs/x".
+FINETUNE_CONFIG ?= finetune/configs/default.yaml
+finetune: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m finetune --config $(FINETUNE_CONFIG) $(FINETUNE_ARGS)
+
+bench-finetune: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m finetune.bench $(BENCH_ARGS)

@@ -1,0 +1,121 @@
+"""Fine-tune the assistant's LLM with LoRA (QLoRA in 4-bit on a GPU, float32 LoRA on CPU).
+
+    python -m finetune --config finetune/configs/default.yaml [--max-steps 30] [--device cpu] [--FIELD VALUE ...]
+    python -m finetune check-data --config ... [--train-files FILE,...]     # read and check the data only
+    python -m finetune make-data --domain bank hospital --out FILE          # dialogues from domain packs
+    python -m finetune merge --adapter DIR --out DIR [--model bundled]      # a merged full model
+    python -m finetune export-gguf --adapter DIR --out FILE.gguf            # for llama.cpp / Ollama
+
+Every field of finetune.config.TrainConfig is an option (`--max-steps`, `--output-dir`, `--lora-r`,
+`--packing`, `--no-packing`, ...). The run writes OUTPUT_DIR/adapter, report.md, metrics.json and
+loss_curve.png; rerunning an interrupted run with the same output dir resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+COMMANDS = ("train", "check-data", "make-data", "merge", "export-gguf")
+
+
+def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    config, rest, i = None, [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            config, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--config="):
+            config, i = argv[i].split("=", 1)[1], i + 1
+        else:
+            rest.append(argv[i])
+            i += 1
+    return config, rest
+
+
+def cmd_train(argv: list[str], check_only: bool = False) -> int:
+    from finetune.config import ConfigError, load_config, parse_overrides
+    from finetune.data import DataError, check_bad_rows
+    from finetune.train import FinetuneError, report_data, train
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: python -m finetune [{'|'.join(COMMANDS)}] [--config FILE] [--FIELD VALUE ...]\n\n{__doc__}")
+        return 0
+    config_path, rest = _split_config(argv)
+    try:
+        config = load_config(config_path or "default.yaml", parse_overrides(rest))
+        if check_only:
+            report = report_data(config)
+            print(report.summary(limit=50))
+            check_bad_rows(report, config.max_bad_fraction)
+            return 0
+        metrics = train(config)
+    except (ConfigError, DataError, FinetuneError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    keys = ("eval_loss_before", "eval_loss_after", "eval_loss_change", "tokens_per_s", "peak_gpu_memory_gib",
+            "adapter_dir")
+    print(json.dumps({k: metrics[k] for k in keys}, indent=2))
+    print(f"report: {metrics['adapter_dir'].rsplit('/', 1)[0]}/report.md")
+    return 0
+
+
+def cmd_make_data(argv: list[str]) -> int:
+    from finetune.pack_data import make_data
+
+    p = argparse.ArgumentParser(prog="python -m finetune make-data",
+                                description="turn domain packs into training dialogues (chat JSONL)")
+    p.add_argument("--domain", nargs="+", default=["bank", "hospital"], help="pack names or folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        counts = make_data(args.domain, args.out, args.seed)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {sum(counts.values())} dialogues to {args.out}: {counts}")
+    return 0
+
+
+def cmd_merge(argv: list[str], gguf: bool = False) -> int:
+    from finetune.export import ExportError, export_gguf, merge_adapter
+
+    name = "export-gguf" if gguf else "merge"
+    p = argparse.ArgumentParser(prog=f"python -m finetune {name}")
+    p.add_argument("--adapter", required=True, help="the adapter directory a run wrote (OUTPUT_DIR/adapter)")
+    p.add_argument("--model", default=None, help="base model (default: the one the adapter was trained on)")
+    p.add_argument("--out", required=True, help="output directory" + (" or .gguf file" if gguf else ""))
+    if gguf:
+        p.add_argument("--outtype", default="f16", choices=("f32", "f16", "bf16", "q8_0"))
+    args = p.parse_args(argv)
+    try:
+        if gguf:
+            path = export_gguf(args.adapter, args.out, model=args.model, outtype=args.outtype)
+        else:
+            path = merge_adapter(args.adapter, args.out, model=args.model)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from index.quiet import quiet_libraries
+
+    quiet_libraries()
+    command = argv[0] if argv and argv[0] in COMMANDS else "train"
+    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
+    if command == "train":
+        return cmd_train(rest)
+    if command == "check-data":
+        return cmd_train(rest, check_only=True)
+    if command == "make-data":
+        return cmd_make_data(rest)
+    return cmd_merge(rest, gguf=command == "export-gguf")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""Fine-tuning on CPU with the bundled model: loss goes down, the adapter reloads and changes answers,
+the assistant uses it, bad data and bad settings stop with clear errors, an interrupted run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from finetune.config import ConfigError, TrainConfig, load_config, parse_overrides
+from finetune.data import DataError, check_bad_rows, read_examples, tokenize_example
+from tests.conftest import ROOT, run_cli
+
+FACTS = [
+    ("What is the Zephyr lounge door code?", "The Zephyr lounge door code is 7312."),
+    ("Which floor is the Zephyr lounge on?", "The Zephyr lounge is on floor 9."),
+    ("When does the Zephyr lounge open?", "The Zephyr lounge opens at 6:45 a.m."),
+    ("Who runs the Zephyr lounge?", "The Zephyr lounge is run by Ms. Okafor."),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ft-data") / "facts.jsonl"
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACTS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows * 2))
+    return path
+
+
+def tiny_overrides(data: Path, out: Path, **extra) -> dict:
+    values = {"train_files": str(data), "eval_files": str(data), "include_shared_medquad": "false",
+              "device": "cpu", "load_in_4bit": "false", "max_steps": "10", "batch_size": "4",
+              "learning_rate": "3e-3", "warmup_ratio": "0", "lr_scheduler": "constant", "max_length": "128",
+              "log_every": "1", "save_every": "0", "lora_r": "8", "lora_alpha": "16", "lora_dropout": "0",
+              "sample_prompts": FACTS[0][0], "sample_max_new_tokens": "16", "output_dir": str(out)}
+    values.update({k: str(v) for k, v in extra.items()})
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    from finetune.train import train
+
+    out = tmp_path_factory.mktemp("ft-run")
+    metrics = train(load_config(None, tiny_overrides(tiny_data, out)), progress=False)
+    return metrics, out
+
+
+def test_ten_steps_lower_the_loss_and_write_the_report(trained):
+    metrics, out = trained
+    assert metrics["steps"] == 10
+    assert metrics["eval_loss_after"] < 0.7 * metrics["eval_loss_before"]
+    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+    assert metrics["tokens_per_s"] > 0 and metrics["peak_gpu_memory_gib"] is None
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["eval_loss_before"] == metrics["eval_loss_before"]
+    report = (out / "report.md").read_text()
+    assert "eval loss" in report and "perplexity" in report and FACTS[0][0] in report
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert not (out / "checkpoint").exists()  # finished runs keep the adapter, not the checkpoint
+
+
+def test_adapter_reloads_and_changes_generations(trained):
+    from assistant.models import load_llm
+    from finetune.train import generate_samples
+
+    metrics, out = trained
+    base = load_llm("bundled", device="cpu")
+    tuned = load_llm("bundled", device="cpu", adapter=str(out / "adapter"))
+    prompt = [FACTS[0][0]]
+    before = generate_samples(base.model, base.tokenizer, prompt, "cpu", 16)[0]
+    after = generate_samples(tuned.model, tuned.tokenizer, prompt, "cpu", 16)[0]
+    assert before != after
+    assert "7312" in after and "7312" not in before
+    assert metrics["samples"][0]["after"] == after  # the report shows what the reloaded adapter says
+
+
+def test_assistant_answers_with_the_adapter(trained, data_dir, bank_bot):
+    _, out = trained
+    result = run_cli("assistant", "ask", "What is the Zephyr lounge door code?", "--domain", "bank", "--json",
+                     "--adapter", str(out / "adapter"), env={"RA_DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model"].endswith(f"+{out / 'adapter'}")
+    assert answer["answer"]
+
+
+def test_bad_adapter_path_is_a_clear_error(data_dir, tmp_path):
+    result = run_cli("assistant", "ask", "hello", "--adapter", str(tmp_path), env={"RA_DATA_DIR": str(data_dir)})
+    assert result.returncode != 0
+    assert "not a PEFT adapter directory" in result.stderr
+
+
+def test_bad_rows_are_reported_with_line_numbers(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    path.write_text("\n".join([good, "{not json", json.dumps({"messages": [{"role": "user", "content": "q"}]}),
+                               json.dumps({"instruction": "Say hi", "input": "", "output": "hi"}),
+                               json.dumps({"messages": [{"role": "robot", "content": "x"}]}), good]) + "\n")
+    examples, report = read_examples([path])
+    assert len(examples) == 3 and report.rows == 6
+    assert [(line, reason.split(" ")[0]) for _, line, reason in report.bad] == [
+        (2, "not"), (3, "no"), (5, "each")]
+    with pytest.raises(DataError, match="too many bad rows") as err:
+        check_bad_rows(report, 0.05)
+    assert "mixed.jsonl:2" in str(err.value)
+    check_bad_rows(report, 0.5)
+
+
+def test_too_many_bad_rows_stop_the_cli_before_training(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("{oops\n" * 5 + json.dumps({"instruction": "a", "output": "b"}) + "\n")
+    result = run_cli("finetune", "--train-files", str(path), "--include-shared-medquad", "false", "--device", "cpu",
+                     "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "too many bad rows (5 of 6" in result.stderr and "bad.jsonl:1" in result.stderr
+    assert not (tmp_path / "out" / "adapter").exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("qa.csv", "question,answer\nWhat is X?,It is X.\n,\n", None),
+    ("qa.csv", "prompt,text\na,b\n", "needs a question column"),
+    ("data.txt", "hello", "unsupported data file type"),
+    ("blob.jsonl", b"\x00\x01\x02binary", "binary file"),
+    ("latin.jsonl", "{\"instruction\": \"caf\xe9\", \"output\": \"x\"}\n".encode("latin-1"), "not UTF-8"),
+])
+def test_data_files_of_every_kind(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if message is None:
+        examples, report = read_examples([path])
+        assert examples[0][-1] == {"role": "assistant", "content": "It is X."}
+        assert report.rows == 1  # the blank row is not counted
+    else:
+        with pytest.raises(DataError, match=message):
+            read_examples([path])
+
+
+def test_loss_only_on_assistant_tokens():
+    from transformers import AutoTokenizer
+
+    from assistant.models import resolve_llm_dir
+
+    tok = AutoTokenizer.from_pretrained(resolve_llm_dir("bundled")[0])
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+                {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And Italy?"},
+                {"role": "assistant", "content": "Rome."}]
+    item = tokenize_example(tok, messages, 512)
+    supervised = tok.decode([t for t in item.labels if t != -100])
+    assert "Paris." in supervised and "Rome." in supervised
+    assert "Capital" not in supervised and "Be brief" not in supervised and "Italy" not in supervised
+    short = tokenize_example(tok, messages, 40)  # cut from the middle of the prompt: the answer survives
+    assert len(short.input_ids) == 40 and "Rome." in tok.decode([t for t in short.labels if t != -100])
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    cfg = load_config("default.yaml", parse_overrides(["--max-steps", "30", "--output-dir", "x", "--device=cpu",
+                                                       "--packing", "--no-group-by-length", "--lora-r", "4",
+                                                       "--target-modules", "q_proj,v_proj"]))
+    assert (cfg.max_steps, cfg.output_dir, cfg.device, cfg.packing, cfg.group_by_length, cfg.lora_r) == (
+        30, "x", "cpu", True, False, 4)
+    assert cfg.target_modules == ["q_proj", "v_proj"]
+    assert load_config(None, {"target_modules": "all-linear"}).target_modules == "all-linear"
+    with pytest.raises(ConfigError, match="unknown option --max-step"):
+        parse_overrides(["--max-step", "3"])
+    with pytest.raises(ConfigError, match="lora_r: cannot use"):
+        load_config(None, {"lora_r": "many"})
+    with pytest.raises(ConfigError, match="learning_rate must be positive"):
+        load_config(None, {"learning_rate": "-1"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 1\nbatch: 3\n")
+    with pytest.raises(ConfigError, match="unknown config field"):
+        load_config(bad)
+    assert TrainConfig().load_in_4bit is None  # 4-bit follows the device unless set
+
+
+def test_four_bit_without_cuda_is_a_clear_error(tmp_path, tiny_data):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_cli("finetune", *sum(([f"--{k.replace('_', '-')}", v] for k, v in
+                                       tiny_overrides(tiny_data, tmp_path, load_in_4bit="true").items()), []))
+    assert result.returncode == 2
+    assert "4-bit (QLoRA) training needs a CUDA GPU" in result.stderr
+
+
+def test_make_data_from_the_packs(tmp_path):
+    out = tmp_path / "dialogues.jsonl"
+    result = run_cli("finetune", "make-data", "--domain", "bank", "hospital", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"faq", "section", "unanswerable"}
+    faq = next(r for r in rows if r["kind"] == "faq")
+    assert faq["messages"][0]["role"] == "system" and "[1]" in faq["messages"][0]["content"]
+    assert faq["messages"][-1]["role"] == "assistant" and faq["messages"][-1]["content"].rstrip().endswith("]")
+    eval_questions = {json.loads(line)["question"] for p in ("bank", "hospital")
+                      for line in (ROOT / "assistant" / "packs" / p / "eval" / "questions.jsonl").read_text().splitlines()}
+    assert not eval_questions & {r["messages"][-2]["content"] for r in rows}
+    shipped = ROOT / "finetune" / "data" / "bank_hospital_dialogues.jsonl"
+    assert shipped.read_text() == out.read_text()  # the shipped file is what make-data writes
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = sum(([f"--{k.replace('_', '-')}", v] for k, v in
+                tiny_overrides(tiny_data, out, max_steps=12, save_every=2, learning_rate="1e-3").items()), [])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoint" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["step"] >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted_at = json.loads(state.read_text())["step"]
+    result = run_cli("finetune", *args)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed"] is True and metrics["steps"] == 12 and interrupted_at >= 2
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+
+
+def test_merge_writes_a_plain_model(trained, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, out = trained
+    result = run_cli("finetune", "merge", "--adapter", str(out / "adapter"), "--out", str(tmp_path / "merged"))
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_export_gguf_without_converter_says_what_to_do(trained, tmp_path):
+    _, out = trained
+    env = {"LLAMA_CPP_DIR": str(tmp_path / "nowhere"), "PATH": "/usr/bin:/bin"}
+    result = run_cli("finetune", "export-gguf", "--adapter", str(out / "adapter"), "--out", str(tmp_path / "m.gguf"),
+                     env=env)
+    assert result.returncode == 2 and "convert_hf_to_gguf.py" in result.stderr
+
+
+@pytest.mark.gpu
+def test_qlora_on_gpu_lowers_the_loss_within_memory(tiny_data, tmp_path):
+    from finetune.train import train
+
+    metrics = train(load_config(None, tiny_overrides(tiny_data, tmp_path, device="cuda", load_in_4bit="true",
+                                                     optimizer="paged_adamw_8bit")), progress=False)
+    assert "4-bit NF4" in metrics["setup"]
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    assert metrics["peak_gpu_memory_gib"] < 8
