@@ -50,6 +50,8 @@ def cmd_train(argv: list[str], check_only: bool = False) -> int:
             check_bad_rows(report, config.max_bad_fraction)
             return 0
         metrics = train(config)
+        if "adapter_dir" not in metrics:  # a data-parallel worker: the main process reports
+            return 0
     except (ConfigError, DataError, FinetuneError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

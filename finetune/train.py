@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -52,12 +53,62 @@ class RunState:
     evals: list[dict] = field(default_factory=list)  # {"step", "eval_loss"}
 
 
-def resolve_device(config: TrainConfig) -> str:
+@dataclass
+class Dist:
+    """Data parallelism across processes started by `accelerate launch` or `torchrun` (one per GPU, or
+    several on CPU with gloo): each process trains on its share of the batches and the LoRA gradients
+    are averaged across processes after every step (DDP's all-reduce, done by hand, because the chunked
+    loss calls the decoder directly). World size 1 is the plain single-process run."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        return cls(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def average_gradients(self, params) -> None:
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+
+    def sum(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t[0])
+
+
+def resolve_device(config: TrainConfig, dist: Dist | None = None) -> str:
     import torch
 
+    dist = dist or Dist()
     device = config.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and dist.world > 1:
+        device = f"cuda:{dist.local_rank}"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FinetuneError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
     four_bit = config.load_in_4bit if config.load_in_4bit is not None else device.startswith("cuda")
@@ -94,7 +145,7 @@ def load_model(config: TrainConfig, device: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
-        kwargs["device_map"] = {"": torch.device(device).index or 0}
+        kwargs["device_map"] = {"": torch.device(device).index or 0}  # one GPU per process
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -307,24 +358,50 @@ def peak_flops(device: str) -> float | None:
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
-    """Run one fine-tuning; returns the metrics also written to OUTPUT_DIR/metrics.json."""
+    """Run one fine-tuning; returns the metrics also written to OUTPUT_DIR/metrics.json.
+
+    Under `accelerate launch` / `torchrun` every process calls this; the main one writes the results.
+    """
+    import torch
+
+    dist = Dist.from_env()
+    device = resolve_device(config, dist)
+    if dist.world > 1:
+        import torch.distributed
+
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    try:
+        return _train(config, dist, device, progress and dist.main)
+    finally:
+        if dist.world > 1:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+
+
+def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict:
     import torch
     from tqdm import tqdm
 
     from finetune.report import write_report
 
-    device = resolve_device(config)
-    _seed_all(config.seed)
+    _seed_all(config.seed)  # the same LoRA initialisation in every process
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer, description = load_model(config, device)
+    if dist.world > 1:
+        description += f", data parallel over {dist.world} processes"
     train_items, eval_items, data_report = gather_data(config, tokenizer, progress)
     pad = tokenizer.pad_token_id
     eval_batches = make_batches(eval_items, config.batch_size, pad, packing=False, max_length=config.max_length,
                                 group_by_length=True, rng=np.random.default_rng(0))
     batches_per_epoch = len(make_batches(train_items, config.batch_size, pad, packing=config.packing,
                                          max_length=config.max_length, group_by_length=config.group_by_length,
-                                         rng=np.random.default_rng(config.seed)))
+                                         rng=np.random.default_rng(config.seed))) // dist.world
+    if batches_per_epoch == 0:
+        raise FinetuneError(f"too little data for {dist.world} processes: fewer batches than processes")
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.gradient_accumulation))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     optimizer, optimizer_name = _optimizer(model, config, device)
@@ -335,16 +412,20 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     state = _load_checkpoint(model, optimizer, out) if config.resume else None
     resumed = state is not None
     before_path = out / "before.json"
+    dist.barrier()  # every process has read the checkpoint before the main one may replace it
     if resumed and before_path.exists():
         before = json.loads(before_path.read_text())
     else:
         state = RunState()
-        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
-        with model.disable_adapter():
-            before = {"eval_loss": evaluate_loss(model, eval_batches, device, config.loss_chunk_tokens),
-                      "samples": generate_samples(model, tokenizer, config.sample_prompts, device,
-                                                  config.sample_max_new_tokens, config.system_prompt)}
-        before_path.write_text(json.dumps(before))
+        before = {"eval_loss": None, "samples": []}
+        if dist.main:
+            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+            with model.disable_adapter():
+                before = {"eval_loss": evaluate_loss(model, eval_batches, device, config.loss_chunk_tokens),
+                          "samples": generate_samples(model, tokenizer, config.sample_prompts, device,
+                                                      config.sample_max_new_tokens, config.system_prompt)}
+            before_path.write_text(json.dumps(before))
+    dist.barrier()
     for _ in range(state.step):
         scheduler.step()
 
@@ -357,6 +438,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         rng = np.random.default_rng(config.seed + state.epoch)
         epoch_batches = make_batches(train_items, config.batch_size, pad, packing=config.packing,
                                      max_length=config.max_length, group_by_length=config.group_by_length, rng=rng)
+        epoch_batches = epoch_batches[dist.rank:batches_per_epoch * dist.world:dist.world]  # this process's share
         while state.batch_in_epoch < len(epoch_batches) and state.step < total_steps:
             group = epoch_batches[state.batch_in_epoch:state.batch_in_epoch + config.gradient_accumulation]
             supervised = sum(int((b.labels[:, 1:] != IGNORE).sum()) for b in group) or 1
@@ -367,25 +449,28 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 step_loss += loss.item() * n / supervised
                 state.tokens += batch.tokens
                 window_tokens += batch.tokens
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            dist.average_gradients(trainable)
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.batch_in_epoch += len(group)
             state.step += 1
-            running.append(step_loss)
+            running.append(dist.sum(step_loss) / dist.world if dist.world > 1 else step_loss)
             elapsed = time.perf_counter() - window_start
             tps = window_tokens / elapsed if elapsed > 0 else 0.0
             bar.update()
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}")
             if state.step % config.log_every == 0 or state.step == total_steps:
+                tps = dist.sum(tps)  # all processes' tokens
                 state.history.append({"step": state.step, "loss": round(float(np.mean(running)), 5),
                                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tps, 1)})
                 running, window_tokens, window_start = [], 0, time.perf_counter()
-            if config.eval_every and state.step % config.eval_every == 0 and state.step < total_steps:
+            if dist.main and config.eval_every and state.step % config.eval_every == 0 and state.step < total_steps:
                 state.evals.append({"step": state.step, "eval_loss": evaluate_loss(
                     model, eval_batches, device, config.loss_chunk_tokens)})
-            if config.save_every and state.step % config.save_every == 0 and state.step < total_steps:
+            if dist.main and config.save_every and state.step % config.save_every == 0 and state.step < total_steps:
                 state.train_seconds = base_seconds + time.perf_counter() - started
                 _save_checkpoint(model, optimizer, state, out)
         if state.batch_in_epoch >= len(epoch_batches):
@@ -393,6 +478,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             state.batch_in_epoch = 0
     bar.close()
     state.train_seconds = base_seconds + time.perf_counter() - started
+    state.tokens = int(dist.sum(state.tokens))
+    dist.barrier()
+    if not dist.main:  # the main process evaluates and writes the results
+        return {"rank": dist.rank, "steps": state.step}
     after_loss = evaluate_loss(model, eval_batches, device, config.loss_chunk_tokens)
     state.evals.append({"step": state.step, "eval_loss": after_loss})
     after_samples = generate_samples(model, tokenizer, config.sample_prompts, device, config.sample_max_new_tokens,
@@ -407,6 +496,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     flops = peak_flops(device)
     metrics = {
         "model": config.model, "device": device, "setup": description, "optimizer": optimizer_name,
+        "processes": dist.world,
         "resumed": resumed, "steps": state.step, "epochs_done": round(state.step / steps_per_epoch, 3),
         "train_examples": len(train_items), "eval_examples": len(eval_items),
         "bad_rows": len(data_report.bad), "rows": data_report.rows,

@@ -260,3 +260,18 @@ def test_qlora_on_gpu_lowers_the_loss_within_memory(tiny_data, tmp_path):
     assert "4-bit NF4" in metrics["setup"]
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert metrics["peak_gpu_memory_gib"] < 8
+
+
+def test_data_parallel_over_two_processes_on_cpu(tiny_data, tmp_path):
+    """The multi-GPU path (torchrun / accelerate launch), run with two CPU processes over gloo."""
+    out = tmp_path / "ddp"
+    args = sum(([f"--{k.replace('_', '-')}", v] for k, v in
+                tiny_overrides(tiny_data, out, max_steps=6, batch_size=2).items()), [])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "finetune", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and "data parallel over 2 processes" in metrics["setup"]
+    assert metrics["steps"] == 6 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
