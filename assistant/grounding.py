@@ -4,6 +4,7 @@ Support of one answer sentence: its best match among the sentences of the passag
 passages when it cites none), mixing embedding cosine and the share of its content words found
 there; a figure (amount, time, phone number, percentage) absent from those passages cuts it hard,
 since a wrong number is the costliest mistake here. The answer's support is its weakest sentence.
+An answer with such a figure is never shown unflagged: at least a caveat, whatever the other signals.
 
 Coverage: the share of the question's content words that the passages contain at all. It is
 computed and logged, but the fit below gave it no weight.
@@ -39,6 +40,7 @@ class GroundingWeights:
     support: float = 0.15
     refuse_below: float = 0.30
     caveat_below: float = 0.675
+    figure_caveat: bool = True  # a figure the cited passages do not hold always earns at least a caveat
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Grounding:
     sentences: list[tuple[str, float]] = field(default_factory=list)
     ms: float = 0.0
     verdict: str = "ok"  # ok | caveat | refuse
+    unsupported_figures: list[str] = field(default_factory=list)  # figures in the answer, absent from its passages
 
 
 def _figures(text: str) -> set[str]:
@@ -78,8 +81,11 @@ class GroundingChecker:
         self.embedder = embedder
         self.weights = weights or GroundingWeights()
 
-    def support(self, answer: str, passages: list[str]) -> list[tuple[str, float]]:
-        """(sentence, support in [0, 1]) for each answer sentence, against the passages it cites."""
+    def support(self, answer: str, passages: list[str], missing_figures: list[str] | None = None
+                ) -> list[tuple[str, float]]:
+        """(sentence, support in [0, 1]) for each answer sentence, against the passages it cites.
+
+        Figures absent from a sentence's passages are appended to `missing_figures` when it is given."""
         raw = [s for s in split_sentences(answer) if re.search(r"\w", _MARKER.sub("", s))]
         cited = {i: {int(n) - 1 for n in _MARKER.findall(s) if 1 <= int(n) <= len(passages)}
                  for i, s in enumerate(raw)}
@@ -105,13 +111,16 @@ class GroundingChecker:
             missing = _figures(sentence) - _figures(context)
             if missing:
                 best *= 0.3
+                if missing_figures is not None:
+                    missing_figures.extend(sorted(missing))
             out.append((sentence, float(np.clip(best, 0.0, 1.0))))
         return out
 
     def check(self, question: str, answer: str, passages: list[str], top_cosine: float,
               intent_confidence: float | None) -> Grounding:
         started = time.perf_counter()
-        sentences = self.support(answer, passages)
+        missing: list[str] = []
+        sentences = self.support(answer, passages, missing)
         support = min((s for _, s in sentences), default=0.0)
         cov = coverage(question, passages)
         retrieval = retrieval_strength(top_cosine)
@@ -120,6 +129,10 @@ class GroundingChecker:
         confidence = (w.intent * intent + w.retrieval * retrieval + w.coverage * cov + w.support * support) / (
             w.intent + w.retrieval + w.coverage + w.support)
         verdict = "refuse" if confidence < w.refuse_below else "caveat" if confidence < w.caveat_below else "ok"
+        if verdict == "ok" and missing and w.figure_caveat:  # a number the passages do not hold: never unflagged
+            verdict = "caveat"
+            confidence = min(confidence, w.caveat_below - 0.005)
         return Grounding(support=round(support, 3), coverage=round(cov, 3), retrieval=round(retrieval, 3),
                          confidence=round(float(confidence), 3), sentences=sentences,
-                         ms=round((time.perf_counter() - started) * 1000, 1), verdict=verdict)
+                         ms=round((time.perf_counter() - started) * 1000, 1), verdict=verdict,
+                         unsupported_figures=missing)

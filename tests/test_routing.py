@@ -136,3 +136,18 @@ def test_audit_export_cli(bank_bot, data_dir):
     assert any(r["session_id"] == "export" for r in rows)
     csv_out = run_cli("assistant", "audit", "export", "--format", "csv", env={"RA_DATA_DIR": str(data_dir)})
     assert csv_out.stdout.startswith("id,time,session_id")
+
+
+def test_a_figure_the_passages_do_not_hold_always_earns_a_caveat(bank_bot):
+    from assistant.grounding import GroundingChecker
+
+    checker = GroundingChecker(bank_bot.embedder)
+    passage = ["Our routing number is 021555013. Give it to your employer for direct deposit."]
+    faithful = checker.check("What is the routing number?", "Our routing number is 021555013 [1].", passage,
+                             top_cosine=0.9, intent_confidence=0.99)
+    invented = checker.check("What is the routing number?",
+                             "Our routing number is 021555013 [1]. It is a 12-digit number [1].", passage,
+                             top_cosine=0.9, intent_confidence=0.99)
+    assert faithful.verdict == "ok" and faithful.unsupported_figures == []
+    assert invented.verdict == "caveat" and invented.unsupported_figures == ["12"]
+    assert invented.confidence < checker.weights.caveat_below
