@@ -55,11 +55,7 @@ class DomainPack:
 
     def docs_fingerprint(self) -> str:
         """Changes whenever a document is added, removed or edited."""
-        digest = hashlib.sha256()
-        for path in sorted(p for p in self.docs_dir.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(self.docs_dir)).encode())
-            digest.update(path.read_bytes())
-        return digest.hexdigest()
+        return folder_fingerprint(self.docs_dir)
 
     def render_text(self, template: str, **slots: str) -> str:
         values = {"institution": self.institution, "assistant_name": self.assistant_name,
@@ -71,6 +67,15 @@ class DomainPack:
         if name not in self.replies:
             raise PackError(f"pack '{self.name}' has no reply '{name}' (add replies/{name}.md)")
         return self.render_text(self.replies[name], **slots)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """SHA-256 over every file's relative path and bytes: changes when a file is added, removed or edited."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 class _Fallback(dict):

@@ -30,7 +30,7 @@ from assistant.generate import GenerationSettings, GenerationStats, Generator
 from assistant.grounding import Grounding, GroundingChecker
 from assistant.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_utterances
 from assistant.models import BUNDLED_LLM_NAME, LoadedModel, load_llm, resolve_llm_dir
-from assistant.packs import DomainPack, load_pack
+from assistant.packs import DomainPack, folder_fingerprint, load_pack
 from assistant.prompt import build_messages
 from assistant.redact import Redactor, public_numbers
 from assistant.safety import emergency_intent, only_injection, strip_injections
@@ -90,14 +90,6 @@ def uploads_root(data_dir: Path, pack: DomainPack) -> Path:
     return Path(data_dir) / "uploads" / pack.name
 
 
-def _folder_fingerprint(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: bool = False,
                  uploads: Path | None = None) -> BuildReport | None:
     """Build the pack's index when missing or when its documents (or uploads) changed; only changed
@@ -106,7 +98,7 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
     fingerprint = pack.docs_fingerprint()
     if uploads is not None and (uploads / "uploads").is_dir() and any((uploads / "uploads").iterdir()):
         sources.append(uploads)
-        fingerprint = hashlib.sha256(f"{fingerprint}:{_folder_fingerprint(uploads)}".encode()).hexdigest()
+        fingerprint = hashlib.sha256(f"{fingerprint}:{folder_fingerprint(uploads)}".encode()).hexdigest()
     if IndexStore.exists(index_dir):
         try:
             store = IndexStore.open(index_dir)
