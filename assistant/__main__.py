@@ -3,6 +3,7 @@
     python -m assistant ask "How much is an international wire?" --domain bank [--json]
     python -m assistant chat --domain hospital
     python -m assistant prepare [--domain bank --domain hospital]   # convert the model, build the indexes
+    python -m assistant generate "PROMPT" --backend llama-cpp --json  # the LLM alone: text and speed
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from assistant.backends import BACKENDS
 from assistant.config import AssistantConfig
 from assistant.intents_cli import add_intents_commands
 from assistant.packs import PackError, available_packs
@@ -39,6 +41,22 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="how passages are found (hybrid = BM25 + dense, tuned)")
     p.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"].default)
     p.add_argument("--temperature", type=float, default=defaults["temperature"].default, help="0 = greedy")
+    add_backend_args(p)
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="generation back end (auto: openai with --base-url, transformers on GPU, "
+                        "llama-cpp on CPU when installed)")
+    p.add_argument("--base-url", default=None,
+                   help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default $RA_OPENAI_BASE_URL); "
+                        "the key comes from $RA_OPENAI_API_KEY")
+    p.add_argument("--timeout", dest="request_timeout", type=float, default=60.0,
+                   help="openai back end: seconds to wait for the server")
+    p.add_argument("--retries", type=int, default=2, help="openai back end: tries after the first")
+    p.add_argument("--gguf-quant", default="auto", choices=("auto", "as-is", "q8_0", "q4_0"),
+                   help="llama-cpp back end: the type llama.cpp runs (auto: the bundled Q4_1 model as Q8_0, "
+                        "other files as they are)")
 
 
 def config_from(args: argparse.Namespace) -> AssistantConfig:
@@ -120,6 +138,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     llm = load_llm(args.model)
     print(f"model {args.model}: {'converted' if llm.converted_now else 'cached'} at {llm.path} "
           f"({llm.load_seconds:.1f} s)")
+    from assistant import llamacpp
+
+    if llamacpp.available() and (args.model == "bundled" or args.model.lower().endswith(".gguf")):
+        print(f"llama.cpp model: {llamacpp.model_file(args.model)}")
     for domain in args.domain or available_packs():
         bot = Assistant(AssistantConfig(domain=domain, model=args.model, embedder=args.embedder), progress=True)
         report = bot.index_report
@@ -146,6 +168,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         for report in reports:
             print(f"\n== {report.domain} ==\n{report.table()}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """The LLM alone, without retrieval: for checking a back end and measuring its speed."""
+    from assistant.backends import make_generator
+    from assistant.generate import GenerationSettings, GenerationStats
+
+    config = config_from(args)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  stop=tuple(args.stop or ()))
+    generator = make_generator(config.backend, model=config.model, adapter=config.adapter, device=config.device,
+                               base_url=config.base_url, timeout=config.request_timeout, retries=config.retries,
+                               gguf_quant=config.gguf_quant)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}]
+    stats = GenerationStats()
+    live = sys.stdout.isatty() and not args.json
+    text = ""
+    for piece in generator.stream(messages, settings, stats):
+        text += piece
+        if live:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    if args.json:
+        print(json.dumps({"text": text, "tokens": stats.new_tokens, "ttft_ms": round(stats.ttft_ms, 1),
+                          "tokens_per_s": round(stats.tokens_per_s, 1), "prompt_tokens": stats.prompt_tokens,
+                          "finish_reason": stats.finish_reason, "backend": generator.backend,
+                          "model": generator.model_id}, ensure_ascii=False))
+    else:
+        print(("\n" if live else text + "\n") + f"[{generator.backend}: {stats.new_tokens} tokens, first after "
+              f"{stats.ttft_ms:.0f} ms, {stats.tokens_per_s:.1f} tokens/s]", file=sys.stderr if live else sys.stdout)
     return 0
 
 
@@ -185,6 +239,20 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--dump", default=None, help="write every answer's confidence features to this JSONL file")
     ev.set_defaults(func=cmd_eval)
+    gen = sub.add_parser("generate", help="run the LLM alone on a prompt: text, tokens, speed")
+    gen.add_argument("prompt")
+    gen.add_argument("--system", default=None, help="a system message before the prompt")
+    gen.add_argument("--stop", action="append", help="stop before this string (repeatable)")
+    gen.add_argument("--json", action="store_true",
+                     help='print {"text", "tokens", "ttft_ms", "tokens_per_s", ...}')
+    gen.add_argument("--model", default="bundled", help="bundled, a Hugging Face id, a directory, a .gguf, "
+                     "or the served model's name with --backend openai")
+    gen.add_argument("--adapter", default=None)
+    gen.add_argument("--device", default=None)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    add_backend_args(gen)
+    gen.set_defaults(func=cmd_generate)
     prep = sub.add_parser("prepare", help="convert the model and build the domain indexes")
     prep.add_argument("--domain", action="append", help="repeatable; default: every built-in pack")
     prep.add_argument("--model", default="bundled")

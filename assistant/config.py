@@ -30,6 +30,11 @@ class AssistantConfig:
     max_new_tokens: int = 160
     temperature: float = 0.0
     data_dir: Path = field(default_factory=data_dir)
+    backend: str = "auto"  # auto, transformers, llama-cpp or openai (see assistant/backends.py)
+    base_url: str | None = field(default_factory=lambda: os.environ.get("RA_OPENAI_BASE_URL") or None)
+    request_timeout: float = 60.0  # seconds, openai back end
+    retries: int = 2  # openai back end: tries after the first, before the first token
+    gguf_quant: str = "auto"  # llama-cpp back end: auto (bundled model as Q8_0), as-is, q8_0, q4_0
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
@@ -38,6 +43,12 @@ class AssistantConfig:
             raise ValueError(f"--min-score is a cosine similarity between -1 and 1 (got {self.min_score})")
         if self.search_mode not in MODES:
             raise ValueError(f"--search-mode must be one of {', '.join(MODES)} (got {self.search_mode})")
+        if self.backend not in ("auto", "transformers", "llama-cpp", "openai"):
+            raise ValueError(f"--backend must be auto, transformers, llama-cpp or openai (got {self.backend})")
+        if self.gguf_quant not in ("auto", "as-is", "q8_0", "q4_0"):
+            raise ValueError(f"--gguf-quant must be auto, as-is, q8_0 or q4_0 (got {self.gguf_quant})")
+        if self.request_timeout <= 0 or self.retries < 0:
+            raise ValueError("--timeout must be positive and --retries zero or more")
         self.data_dir = Path(self.data_dir)
 
     @property

@@ -1,4 +1,9 @@
-"""Streaming text generation with a transformers causal LM."""
+"""Streaming text generation: the interface every back end implements, and the transformers back end.
+
+A back end turns chat messages into a stream of text pieces and fills in a GenerationStats. Back ends:
+`transformers` (here), `llama-cpp` (assistant/llamacpp.py) and `openai` (assistant/openai_backend.py);
+assistant/backends.py picks one from the settings.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from assistant.models import LoadedModel
+
+
+class GenerationError(ValueError):
+    """A back end could not produce an answer (unreachable server, prompt too long, ...); the message says why."""
 
 
 @dataclass
@@ -16,33 +26,92 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 = greedy: reproducible answers for audits and tests
     top_p: float = 0.9
     repetition_penalty: float = 1.0  # >1 punishes copying figures from the passages
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these strings
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= 4096:
             raise ValueError(f"--max-new-tokens must be between 1 and 4096 (got {self.max_new_tokens})")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"--temperature must be between 0 and 2 (got {self.temperature})")
+        self.stop = tuple(s for s in self.stop if s)
 
 
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
     new_tokens: int = 0
-    ttft_ms: float = 0.0
+    ttft_ms: float = 0.0  # from the call to the first text piece (prompt processing included)
     total_ms: float = 0.0
+    finish_reason: str = ""  # stop (end of turn or a stop string), length (max tokens) or cancelled
 
     @property
     def tokens_per_s(self) -> float:
+        """Decode speed: tokens after the first over the time after the first."""
         decode_s = (self.total_ms - self.ttft_ms) / 1000
         return (self.new_tokens - 1) / decode_s if self.new_tokens > 1 and decode_s > 0 else 0.0
 
 
-class Generator:
-    """Chat-template prompting and token streaming over one loaded model."""
+class TextGenerator(Protocol):
+    """What the assistant needs from a back end."""
 
-    def __init__(self, llm: LoadedModel, max_prompt_tokens: int = 1536):
+    backend: str  # transformers, llama-cpp or openai
+    model_id: str  # shown in answers and written to the audit log
+
+    def stream(self, messages: list[dict], settings: GenerationSettings,
+               stats: GenerationStats | None = None) -> Iterator[str]:
+        """Yield the answer's text pieces as they are produced; fill `stats` when done."""
+        ...
+
+
+class StopTrimmer:
+    """Cuts a text stream before the first stop string, holding back only a possible stop prefix."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = stops
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return piece
+        self.pending += piece
+        cuts = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if cuts:
+            self.stopped = True
+            out, self.pending = self.pending[:min(cuts)], ""
+            return out
+        hold = 0  # the longest tail of the text that could still grow into a stop string
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(stop[:n]):
+                    hold = max(hold, n)
+                    break
+        out = self.pending[:len(self.pending) - hold]
+        self.pending = self.pending[len(out):]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+class Generator:
+    """The `transformers` back end: chat-template prompting and token streaming over one loaded model.
+
+    On CUDA it decodes with a static KV cache, which makes transformers compile the forward pass
+    (CUDA graphs); on CPU it runs eagerly.
+    """
+
+    backend = "transformers"
+
+    def __init__(self, llm: LoadedModel, max_prompt_tokens: int = 1536, *, static_cache: bool | None = None):
         self.llm = llm
         self.max_prompt_tokens = max_prompt_tokens
+        self.model_id = llm.model_id + (f"+{llm.adapter}" if llm.adapter else "")
+        on_gpu = str(llm.device).startswith("cuda")
+        self.static_cache = on_gpu if static_cache is None else static_cache
         self._lock = threading.Lock()  # one generate() at a time on a shared model
 
     def prompt_ids(self, messages: list[dict]):
@@ -50,7 +119,7 @@ class Generator:
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         input_ids = ids["input_ids"]
         if input_ids.shape[1] > self.max_prompt_tokens:
-            raise ValueError(
+            raise GenerationError(
                 f"prompt is {input_ids.shape[1]} tokens, over the {self.max_prompt_tokens}-token budget: "
                 "lower top-k or the chunk size"
             )
@@ -58,15 +127,22 @@ class Generator:
 
     def stream(self, messages: list[dict], settings: GenerationSettings,
                stats: GenerationStats | None = None) -> Iterator[str]:
-        """Yield text pieces as the model produces them."""
+        """Yield text pieces as the model produces them. Closing the iterator stops the generation."""
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         stats = stats if stats is not None else GenerationStats()
         tok, model = self.llm.tokenizer, self.llm.model
         input_ids = self.prompt_ids(messages).to(self.llm.device)
         stats.prompt_tokens = int(input_ids.shape[1])
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        cancelled = threading.Event()
+
+        class Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
         sample = settings.temperature > 0
         kwargs = dict(
             input_ids=input_ids,
@@ -77,7 +153,13 @@ class Generator:
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([Cancel()]),
         )
+        if settings.stop:
+            kwargs.update(stop_strings=list(settings.stop), tokenizer=tok)
+        if self.static_cache:  # one cache size for every request, so the compiled graph is reused
+            kwargs.update(cache_implementation="static",
+                          max_cache_len=max(2048, stats.prompt_tokens + settings.max_new_tokens))
         if sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
         result: dict = {}
@@ -90,18 +172,39 @@ class Generator:
                 result["error"] = exc
                 streamer.end()
 
+        trimmer = StopTrimmer(settings.stop)
         started = time.perf_counter()
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        first = True
-        for piece in streamer:
-            if first and piece:
-                stats.ttft_ms = (time.perf_counter() - started) * 1000
-                first = False
-            if piece:
-                yield piece
-        thread.join()
+        finished = exhausted = False
+        try:
+            for piece in streamer:
+                piece = trimmer.feed(piece)
+                if piece:
+                    if not stats.ttft_ms:
+                        stats.ttft_ms = (time.perf_counter() - started) * 1000
+                    yield piece
+                if trimmer.stopped:
+                    break
+            else:
+                exhausted = True
+            if tail := trimmer.flush():
+                yield tail
+            finished = True
+        finally:
+            if not finished:
+                stats.finish_reason = "cancelled"
+            if not exhausted:  # the consumer stopped reading, or a stop string ended it: free the model
+                cancelled.set()
+                for _ in streamer:  # drain, so generate() never blocks on a full queue
+                    pass
+            thread.join()
         stats.total_ms = (time.perf_counter() - started) * 1000
         if "error" in result:
             raise result["error"]
         stats.new_tokens = int(result["output"].shape[1] - input_ids.shape[1])
+        stats.finish_reason = ("stop" if trimmer.stopped or stats.new_tokens < settings.max_new_tokens
+                               else "length")
+
+
+TransformersGenerator = Generator

@@ -23,13 +23,14 @@ from functools import cached_property
 from pathlib import Path
 
 from assistant.audit import AuditLog, TurnRecord
+from assistant.backends import choose_backend, make_generator
 from assistant.cite import attribute
 from assistant.condense import condense, is_followup
 from assistant.config import AssistantConfig
-from assistant.generate import GenerationSettings, GenerationStats, Generator
+from assistant.generate import GenerationSettings, GenerationStats, TextGenerator
 from assistant.grounding import Grounding, GroundingChecker
 from assistant.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_utterances
-from assistant.models import BUNDLED_LLM_NAME, LoadedModel, load_llm, resolve_llm_dir
+from assistant.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
 from assistant.prompt import build_messages
 from assistant.redact import Redactor, public_numbers
@@ -161,14 +162,17 @@ def _upload_name(name: str) -> str:
 class Assistant:
     """Loads the pack, its index and the models once; answers many questions, from many threads."""
 
-    def __init__(self, config: AssistantConfig | None = None, *, generator: Generator | None = None,
+    def __init__(self, config: AssistantConfig | None = None, *, generator: TextGenerator | None = None,
                  embedder: Embedder | None = None, progress: bool = False, audit: AuditLog | None = None):
         """`generator`, `embedder` and `audit` let several assistants (one per domain) share them."""
         self.config = config or AssistantConfig()
         if generator is not None:
             self.__dict__["generator"] = generator
         self.pack: DomainPack = load_pack(self.config.domain)
-        resolve_llm_dir(self.config.model, convert=False)  # a bad model spec fails now, not at the first answer
+        self.backend = choose_backend(self.config.backend, model=self.config.model, adapter=self.config.adapter,
+                                      device=self.config.device, base_url=self.config.base_url)
+        if self.backend != "openai":  # a served model's name is the server's business
+            resolve_llm_dir(self.config.model, convert=False)  # a bad spec fails now, not at the first answer
         self.embedder = embedder or resolve_embedder(self.config.embedder, device=self.config.device)
         self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress,
                                          uploads=uploads_root(self.config.data_dir, self.pack))
@@ -181,9 +185,11 @@ class Assistant:
         self.classifier.predict_one("warm-up")
 
     @cached_property
-    def generator(self) -> Generator:
-        llm: LoadedModel = load_llm(self.config.model, device=self.config.device, adapter=self.config.adapter)
-        return Generator(llm)
+    def generator(self) -> TextGenerator:
+        c = self.config
+        return make_generator(self.backend, model=c.model, adapter=c.adapter, device=c.device,
+                              base_url=c.base_url, timeout=c.request_timeout, retries=c.retries,
+                              gguf_quant=c.gguf_quant)
 
     def retrieval_query(self, message: str, history: list[tuple[str, str]]) -> str:
         """A follow-up ("and for auto loans?") rewritten into a standalone query (assistant/condense.py)."""
@@ -384,5 +390,10 @@ class Assistant:
 
     @property
     def llm_name(self) -> str:
+        """The model and back end that wrote the answers, as the audit log records them."""
+        generator = self.__dict__.get("generator")
+        if generator is not None:
+            return f"{generator.model_id} ({generator.backend})"
         name = BUNDLED_LLM_NAME if self.config.model == "bundled" else self.config.model
-        return f"{name}+{self.config.adapter}" if self.config.adapter else name
+        name = f"{name}+{self.config.adapter}" if self.config.adapter else name
+        return f"{name} ({self.backend})"

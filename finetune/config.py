@@ -30,6 +30,8 @@ class TrainConfig:
     bf16: bool | None = None  # bf16 weights/compute for the non-4-bit path; default: on with CUDA
     gradient_checkpointing: bool | None = None  # default: on with CUDA
     optimizer: str = "auto"  # auto (paged 8-bit AdamW with CUDA, else AdamW), adamw, paged_adamw_8bit
+    parallel: str = "auto"  # several processes: ddp (a whole model each) or fsdp (base weights sharded);
+    #                         auto = fsdp under `accelerate launch` with an FSDP config, else ddp
     # data
     train_files: list[str] = field(default_factory=lambda: ["finetune/data/bank_hospital_dialogues.jsonl"])
     eval_files: list[str] = field(default_factory=list)  # empty: hold out eval_fraction of the training data
@@ -80,6 +82,7 @@ class TrainConfig:
         checks = [
             (self.device in {"auto", "cuda", "cpu"} or self.device.startswith("cuda:"),
              f"device must be auto, cuda or cpu (got {self.device!r})"),
+            (self.parallel in {"auto", "ddp", "fsdp"}, f"parallel must be auto, ddp or fsdp (got {self.parallel!r})"),
             (self.optimizer in {"auto", "adamw", "paged_adamw_8bit"},
              f"optimizer must be auto, adamw or paged_adamw_8bit (got {self.optimizer!r})"),
             (self.lr_scheduler in {"cosine", "linear", "constant"},

@@ -56,18 +56,34 @@ class RunState:
 @dataclass
 class Dist:
     """Data parallelism across processes started by `accelerate launch` or `torchrun` (one per GPU, or
-    several on CPU with gloo): each process trains on its share of the batches and the LoRA gradients
-    are averaged across processes after every step (DDP's all-reduce, done by hand, because the chunked
-    loss calls the decoder directly). World size 1 is the plain single-process run."""
+    several on CPU with gloo); each process trains on its share of the batches. World size 1 is the
+    plain single-process run.
+
+    ddp:  every process holds the whole model; the LoRA gradients are averaged after every step
+          (DDP's all-reduce, done by hand, because the chunked loss calls the decoder directly).
+    fsdp: each decoder layer is sharded across the processes with FSDP2 (`fully_shard`): a process
+          keeps 1/N of the base weights and of the LoRA weights and optimizer state, and gathers a
+          layer's weights only while it runs. For models too big for one GPU in bf16.
+    """
 
     world: int = 1
     rank: int = 0
     local_rank: int = 0
+    fsdp: bool = False
 
     @classmethod
-    def from_env(cls) -> Dist:
-        return cls(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
-                   int(os.environ.get("LOCAL_RANK", "0")))
+    def from_env(cls, parallel: str = "auto") -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if parallel == "auto":
+            parallel = "fsdp" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" else "ddp"
+        return cls(world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+                   fsdp=world > 1 and parallel == "fsdp")
+
+    @property
+    def computes(self) -> bool:
+        """Whether this process takes part in evaluation and sample generation (all of them under FSDP,
+        whose every forward pass gathers weights from every process; else only the main one)."""
+        return self.main or self.fsdp
 
     @property
     def main(self) -> bool:
@@ -83,11 +99,39 @@ class Dist:
         if self.world == 1:
             return
         import torch.distributed as dist
+        from torch.distributed.tensor import DTensor
 
         for p in params:
-            if p.grad is not None:
+            if p.grad is not None and not isinstance(p.grad, DTensor):  # FSDP has reduced sharded ones
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
+
+    def shard(self, model, device: str) -> None:
+        """FSDP2: shard every decoder layer, and the decoder itself as the root (embeddings, final norm;
+        a tied LM head shares the gathered embedding). bf16 compute with float32 gradient reduction on CUDA."""
+        import torch
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        decoder, _ = _decoder_and_head(model)
+        layers = getattr(decoder, "layers", None)
+        if layers is None:
+            raise FinetuneError("--parallel fsdp needs a decoder with a `layers` list (Llama-style); use ddp")
+        policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+                  if device.startswith("cuda") else MixedPrecisionPolicy())
+        for layer in layers:
+            fully_shard(layer, mp_policy=policy)
+        fully_shard(decoder, mp_policy=policy)  # the root: embeddings and final norm, gathered once per step
+
+    def full_adapter_state(self, model) -> dict:
+        """The trainable (LoRA) weights as whole CPU tensors; under FSDP every process must call this."""
+        from torch.distributed.tensor import DTensor
+
+        state = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                full = p.full_tensor() if isinstance(p, DTensor) else p
+                state[name] = full.detach().to("cpu", copy=True)
+        return state
 
     def sum(self, value: float) -> float:
         if self.world == 1:
@@ -314,35 +358,63 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _save_checkpoint(model, optimizer, state: RunState, out: Path) -> None:
+def _save_checkpoint(model, optimizer, state: RunState, out: Path, dist: Dist | None = None) -> None:
+    """Adapter, optimizer state and progress, written by the main process (gathered first under FSDP)."""
     import torch
 
-    tmp = out / f".{CHECKPOINT}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(asdict(state)))
-    final = out / CHECKPOINT
-    old = out / f".{CHECKPOINT}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    dist = dist or Dist()
+    adapter_state = optim_state = None
+    if dist.fsdp:  # collectives: every process takes part, the main one writes
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        adapter_state = dist.full_adapter_state(model)
+        optim_state = get_optimizer_state_dict(model, optimizer,
+                                               options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.main:
+        tmp = out / f".{CHECKPOINT}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, state_dict=adapter_state)
+        torch.save(optim_state if dist.fsdp else optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(state)))
+        final = out / CHECKPOINT
+        old = out / f".{CHECKPOINT}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
 
 
-def _load_checkpoint(model, optimizer, out: Path) -> RunState | None:
-    import torch
+def _load_adapter_checkpoint(model, out: Path) -> RunState | None:
+    """The LoRA weights and progress of an interrupted run, or None."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     ckpt = out / CHECKPOINT
     if not (ckpt / "state.json").exists():
         return None
-    weights = ckpt / "adapter_model.safetensors"
-    set_peft_model_state_dict(model, load_file(str(weights)))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
     return RunState(**json.loads((ckpt / "state.json").read_text()))
+
+
+def _load_optimizer_checkpoint(model, optimizer, out: Path, dist: Dist) -> None:
+    import torch
+
+    saved = torch.load(out / CHECKPOINT / "optimizer.pt", map_location="cpu", weights_only=False)
+    if dist.fsdp:  # a whole (unsharded) optimizer state: each process takes its shard
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=saved,
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(saved)
 
 
 def peak_flops(device: str) -> float | None:
@@ -364,7 +436,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     """
     import torch
 
-    dist = Dist.from_env()
+    dist = Dist.from_env(config.parallel)
     device = resolve_device(config, dist)
     if dist.world > 1:
         import torch.distributed
@@ -390,8 +462,13 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
     _seed_all(config.seed)  # the same LoRA initialisation in every process
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if dist.fsdp and (config.load_in_4bit if config.load_in_4bit is not None else device.startswith("cuda")):
+        raise FinetuneError("--parallel fsdp shards bf16 or float32 weights, not 4-bit ones: add --load-in-4bit "
+                            "false, or use ddp, where each GPU holds the whole 4-bit model")
     model, tokenizer, description = load_model(config, device)
-    if dist.world > 1:
+    if dist.fsdp:
+        description += f", fully sharded (FSDP2) over {dist.world} processes"
+    elif dist.world > 1:
         description += f", data parallel over {dist.world} processes"
     train_items, eval_items, data_report = gather_data(config, tokenizer, progress)
     pad = tokenizer.pad_token_id
@@ -404,13 +481,16 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
         raise FinetuneError(f"too little data for {dist.world} processes: fewer batches than processes")
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / config.gradient_accumulation))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    state = _load_adapter_checkpoint(model, out) if config.resume else None  # before sharding: whole tensors
+    resumed = state is not None
+    if dist.fsdp:
+        dist.shard(model, device)
     optimizer, optimizer_name = _optimizer(model, config, device)
+    if resumed:
+        _load_optimizer_checkpoint(model, optimizer, out, dist)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
-
-    state = _load_checkpoint(model, optimizer, out) if config.resume else None
-    resumed = state is not None
     before_path = out / "before.json"
     dist.barrier()  # every process has read the checkpoint before the main one may replace it
     if resumed and before_path.exists():
@@ -420,10 +500,12 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
         before = {"eval_loss": None, "samples": []}
         if dist.main:
             shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+        if dist.computes:
             with model.disable_adapter():
                 before = {"eval_loss": evaluate_loss(model, eval_batches, device, config.loss_chunk_tokens),
                           "samples": generate_samples(model, tokenizer, config.sample_prompts, device,
                                                       config.sample_max_new_tokens, config.system_prompt)}
+        if dist.main:
             before_path.write_text(json.dumps(before))
     dist.barrier()
     for _ in range(state.step):
@@ -467,12 +549,13 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
                 state.history.append({"step": state.step, "loss": round(float(np.mean(running)), 5),
                                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tps, 1)})
                 running, window_tokens, window_start = [], 0, time.perf_counter()
-            if dist.main and config.eval_every and state.step % config.eval_every == 0 and state.step < total_steps:
+            if dist.computes and config.eval_every and state.step % config.eval_every == 0 \
+                    and state.step < total_steps:
                 state.evals.append({"step": state.step, "eval_loss": evaluate_loss(
                     model, eval_batches, device, config.loss_chunk_tokens)})
-            if dist.main and config.save_every and state.step % config.save_every == 0 and state.step < total_steps:
+            if config.save_every and state.step % config.save_every == 0 and state.step < total_steps:
                 state.train_seconds = base_seconds + time.perf_counter() - started
-                _save_checkpoint(model, optimizer, state, out)
+                _save_checkpoint(model, optimizer, state, out, dist)
         if state.batch_in_epoch >= len(epoch_batches):
             state.epoch += 1
             state.batch_in_epoch = 0
@@ -480,15 +563,18 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
     state.train_seconds = base_seconds + time.perf_counter() - started
     state.tokens = int(dist.sum(state.tokens))
     dist.barrier()
-    if not dist.main:  # the main process evaluates and writes the results
+    if not dist.computes:  # the main process evaluates and writes the results
         return {"rank": dist.rank, "steps": state.step}
     after_loss = evaluate_loss(model, eval_batches, device, config.loss_chunk_tokens)
     state.evals.append({"step": state.step, "eval_loss": after_loss})
     after_samples = generate_samples(model, tokenizer, config.sample_prompts, device, config.sample_max_new_tokens,
                                      config.system_prompt)
+    adapter_state = dist.full_adapter_state(model) if dist.fsdp else None
+    if not dist.main:
+        return {"rank": dist.rank, "steps": state.step}
     adapter_dir = out / ADAPTER
     shutil.rmtree(adapter_dir, ignore_errors=True)
-    model.save_pretrained(adapter_dir)
+    model.save_pretrained(adapter_dir, state_dict=adapter_state)
     tokenizer.save_pretrained(adapter_dir)
 
     tokens_per_s = state.tokens / state.train_seconds if state.train_seconds else 0.0
@@ -496,7 +582,7 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
     flops = peak_flops(device)
     metrics = {
         "model": config.model, "device": device, "setup": description, "optimizer": optimizer_name,
-        "processes": dist.world,
+        "processes": dist.world, "parallel": "fsdp" if dist.fsdp else ("ddp" if dist.world > 1 else None),
         "resumed": resumed, "steps": state.step, "epochs_done": round(state.step / steps_per_epoch, 3),
         "train_examples": len(train_items), "eval_examples": len(eval_items),
         "bad_rows": len(data_report.bad), "rows": data_report.rows,

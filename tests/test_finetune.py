@@ -88,7 +88,7 @@ def test_assistant_answers_with_the_adapter(trained, data_dir, bank_bot):
                      "--adapter", str(out / "adapter"), env={"RA_DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["model"].endswith(f"+{out / 'adapter'}")
+    assert answer["model"].endswith(f"+{out / 'adapter'} (transformers)")
     assert answer["answer"]
 
 
@@ -262,16 +262,52 @@ def test_qlora_on_gpu_lowers_the_loss_within_memory(tiny_data, tmp_path):
     assert metrics["peak_gpu_memory_gib"] < 8
 
 
-def test_data_parallel_over_two_processes_on_cpu(tiny_data, tmp_path):
-    """The multi-GPU path (torchrun / accelerate launch), run with two CPU processes over gloo."""
-    out = tmp_path / "ddp"
-    args = sum(([f"--{k.replace('_', '-')}", v] for k, v in
-                tiny_overrides(tiny_data, out, max_steps=6, batch_size=2).items()), [])
+def _torchrun(args: list[str]) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "finetune", *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["processes"] == 2 and "data parallel over 2 processes" in metrics["setup"]
-    assert metrics["steps"] == 6 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
+
+
+def test_ddp_and_fsdp_over_two_processes_on_cpu_train_the_same_adapter(tiny_data, tmp_path):
+    """The multi-GPU paths (torchrun / accelerate launch), run with two CPU processes over gloo: DDP
+    (whole model per process, gradients averaged) and FSDP2 (decoder layers sharded, checkpointed
+    mid-run) must take the same steps and end with the same adapter."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for mode in ("ddp", "fsdp"):
+        out = tmp_path / mode
+        args = sum(([f"--{k.replace('_', '-')}", v] for k, v in tiny_overrides(
+            tiny_data, out, max_steps=6, batch_size=2, save_every=3, parallel=mode).items()), [])
+        _torchrun(args)
+        runs[mode] = (json.loads((out / "metrics.json").read_text()), load_file(out / "adapter" / "adapter_model.safetensors"))
+    ddp, fsdp = runs["ddp"][0], runs["fsdp"][0]
+    assert ddp["processes"] == 2 and "data parallel over 2 processes" in ddp["setup"]
+    assert fsdp["parallel"] == "fsdp" and "fully sharded (FSDP2) over 2 processes" in fsdp["setup"]
+    for metrics in (ddp, fsdp):
+        assert metrics["steps"] == 6 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    assert fsdp["eval_loss_after"] == pytest.approx(ddp["eval_loss_after"], abs=1e-4)
+    a, b = runs["ddp"][1], runs["fsdp"][1]
+    assert a.keys() == b.keys() and len(a) > 0
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-4, f"the FSDP adapter differs from the DDP one by up to {worst}"
+
+
+def test_parallel_mode_follows_the_launcher(monkeypatch):
+    """`accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP: auto then means FSDP."""
+    from finetune.train import Dist
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert not Dist.from_env("auto").fsdp and Dist.from_env("fsdp").fsdp
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    dist = Dist.from_env("auto")
+    assert dist.fsdp and dist.rank == 1 and dist.computes and not dist.main
+    assert not Dist.from_env("ddp").fsdp
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not Dist.from_env("fsdp").fsdp  # one process: nothing to shard
+    with pytest.raises(ConfigError, match="parallel must be auto, ddp or fsdp"):
+        load_config(None, {"parallel": "zero3"})

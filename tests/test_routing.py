@@ -15,6 +15,7 @@ class CountingGenerator:
 
     def __init__(self, inner):
         self.inner, self.calls = inner, 0
+        self.backend, self.model_id = inner.backend, inner.model_id
 
     def stream(self, *args, **kwargs):
         self.calls += 1

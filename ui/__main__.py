@@ -27,6 +27,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=os.environ.get("RA_MODEL", "bundled"))
     p.add_argument("--embedder", default=os.environ.get("RA_EMBEDDER", "bundled"))
     p.add_argument("--device", default=None)
+    p.add_argument("--backend", default=os.environ.get("RA_BACKEND", "auto"),
+                   choices=("auto", "transformers", "llama-cpp", "openai"),
+                   help="generation back end (auto: openai with --base-url, transformers on GPU, llama-cpp on "
+                        "CPU when installed)")
+    p.add_argument("--base-url", default=None,
+                   help="OpenAI-compatible server (vLLM, TGI, ...), e.g. http://gpu-box:8000/v1 "
+                        "(default $RA_OPENAI_BASE_URL; key from $RA_OPENAI_API_KEY)")
     p.add_argument("--adapter", action="append", default=[],
                    help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
                         "DATA_DIR/adapters are found by themselves")
@@ -67,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from ui.app import CSS, AssistantPool, UIConfig, build_demo, find_adapters
 
     try:
-        base = AssistantConfig(domain=args.domain, model=args.model, embedder=args.embedder, device=args.device)
+        base = AssistantConfig(domain=args.domain, model=args.model, embedder=args.embedder, device=args.device,
+                               backend=args.backend,
+                               **({"base_url": args.base_url} if args.base_url else {}))
         pool = AssistantPool(base)
         ui = UIConfig(upload=not args.no_upload and _flag("RA_UI_UPLOAD", True),
                       feedback=not args.no_feedback and _flag("RA_UI_FEEDBACK", True),
