@@ -486,9 +486,9 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
     if dist.fsdp:
         dist.shard(model, device)
     optimizer, optimizer_name = _optimizer(model, config, device)
-    if resumed:
-        _load_optimizer_checkpoint(model, optimizer, out, dist)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
+    if resumed:  # after the scheduler, which adds `initial_lr` to the groups the saved state has
+        _load_optimizer_checkpoint(model, optimizer, out, dist)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     before_path = out / "before.json"

@@ -262,30 +262,45 @@ def test_qlora_on_gpu_lowers_the_loss_within_memory(tiny_data, tmp_path):
     assert metrics["peak_gpu_memory_gib"] < 8
 
 
-def _torchrun(args: list[str]) -> None:
+def _torchrun(args: list[str], kill_at_checkpoint: Path | None = None) -> None:
+    """Two processes over gloo; with kill_at_checkpoint, SIGKILL them all once that checkpoint exists."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "finetune", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "-m", "finetune", *args]
+    if kill_at_checkpoint is None:
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while not (kill_at_checkpoint / "state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def test_ddp_and_fsdp_over_two_processes_on_cpu_train_the_same_adapter(tiny_data, tmp_path):
     """The multi-GPU paths (torchrun / accelerate launch), run with two CPU processes over gloo: DDP
-    (whole model per process, gradients averaged) and FSDP2 (decoder layers sharded, checkpointed
-    mid-run) must take the same steps and end with the same adapter."""
+    (whole model per process, gradients averaged) and FSDP2 (decoder layers sharded), the FSDP run
+    killed after its first checkpoint and resumed, must end with the same adapter."""
     from safetensors.torch import load_file
 
     runs = {}
     for mode in ("ddp", "fsdp"):
         out = tmp_path / mode
         args = sum(([f"--{k.replace('_', '-')}", v] for k, v in tiny_overrides(
-            tiny_data, out, max_steps=6, batch_size=2, save_every=3, parallel=mode).items()), [])
+            tiny_data, out, max_steps=6, batch_size=2, save_every=2, parallel=mode).items()), [])
+        if mode == "fsdp":
+            _torchrun(args, kill_at_checkpoint=out / "checkpoint")
+            killed_at = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+            assert 2 <= killed_at < 6
         _torchrun(args)
         runs[mode] = (json.loads((out / "metrics.json").read_text()), load_file(out / "adapter" / "adapter_model.safetensors"))
     ddp, fsdp = runs["ddp"][0], runs["fsdp"][0]
-    assert ddp["processes"] == 2 and "data parallel over 2 processes" in ddp["setup"]
+    assert ddp["processes"] == 2 and "data parallel over 2 processes" in ddp["setup"] and not ddp["resumed"]
     assert fsdp["parallel"] == "fsdp" and "fully sharded (FSDP2) over 2 processes" in fsdp["setup"]
+    assert fsdp["resumed"] is True
     for metrics in (ddp, fsdp):
         assert metrics["steps"] == 6 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert fsdp["eval_loss_after"] == pytest.approx(ddp["eval_loss_after"], abs=1e-4)
