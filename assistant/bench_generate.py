@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | skipped: {r['skipped']} | | | | |")
             continue
         ratio = r["tokens_per_s"] / baseline["tokens_per_s"] if baseline and baseline["tokens_per_s"] else 0
-        print(f"| {name} | {r['prompt_tokens']} | {r['new_tokens']:.0f} | {r['ttft_ms'] / 1000:.2f} s | "
+        prompt = r["prompt_tokens"] or "— (not reported)"
+        print(f"| {name} | {prompt} | {r['new_tokens']:.0f} | {r['ttft_ms'] / 1000:.2f} s | "
               f"{r['tokens_per_s']:.1f} | {ratio:.1f}× |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
