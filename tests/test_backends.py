@@ -41,6 +41,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_max_tokens_and_stop(gen) -> GenerationStats:
+    """What every back end must do: stream in pieces, end at max tokens ("length"), and end before a
+    stop string ("stop"). Returns the stopped run's stats."""
+    long = GenerationStats()
+    pieces = list(gen.stream(STORY, GenerationSettings(max_new_tokens=24), long))
+    assert len(pieces) > 5 and long.new_tokens == 24 and long.finish_reason == "length"
+    assert long.ttft_ms > 0 and long.tokens_per_s > 0
+    text = "".join(pieces)
+    cut = text.split()[4]  # a word the greedy answer is known to contain
+    stopped = GenerationStats()
+    short = "".join(gen.stream(STORY, GenerationSettings(max_new_tokens=24, stop=(cut,)), stopped))
+    assert cut not in short and text.startswith(short.rstrip()) and stopped.finish_reason == "stop"
+    return stopped
+
+
 # ------------------------------------------------------------------------------- shared behaviour
 
 def test_stop_trimmer_cuts_across_pieces_and_holds_back_only_a_prefix():
@@ -74,15 +89,7 @@ def transformers_gen():
 
 
 def test_transformers_backend_honours_max_tokens_stop_strings_and_cancel(transformers_gen):
-    stats = GenerationStats()
-    pieces = list(transformers_gen.stream(STORY, GenerationSettings(max_new_tokens=20), stats))
-    assert len(pieces) > 3 and stats.new_tokens == 20 and stats.finish_reason == "length"
-    assert stats.ttft_ms > 0 and stats.tokens_per_s > 0
-    text = "".join(pieces)
-    cut = text.split()[3]  # a word the greedy answer is known to contain
-    stopped = GenerationStats()
-    short = "".join(transformers_gen.stream(STORY, GenerationSettings(max_new_tokens=20, stop=(cut,)), stopped))
-    assert cut not in short and text.startswith(short) and stopped.finish_reason == "stop"
+    check_max_tokens_and_stop(transformers_gen)
     stream = transformers_gen.stream(STORY, GenerationSettings(max_new_tokens=200))
     next(stream)
     started = time.perf_counter()
@@ -114,14 +121,7 @@ def test_llamacpp_streams_the_bundled_gguf(llama_gen, transformers_gen):
     pieces = list(llama_gen.stream(CAPITAL, GenerationSettings(max_new_tokens=12), stats))
     assert "paris" in "".join(pieces).lower() and stats.finish_reason == "stop"
     assert stats.prompt_tokens == transformers_gen.prompt_ids(CAPITAL).shape[1], "same chat template"
-    long = GenerationStats()
-    pieces = list(llama_gen.stream(STORY, GenerationSettings(max_new_tokens=24), long))
-    assert len(pieces) > 5 and long.new_tokens == 24 and long.finish_reason == "length"
-    text = "".join(pieces)
-    cut = text.split()[4]
-    stopped = GenerationStats()
-    short = "".join(llama_gen.stream(STORY, GenerationSettings(max_new_tokens=24, stop=(cut,)), stopped))
-    assert cut not in short and text.startswith(short) and stopped.finish_reason == "stop"
+    stopped = check_max_tokens_and_stop(llama_gen)
     assert stopped.new_tokens < 24
 
 
@@ -196,14 +196,7 @@ def test_openai_backend_streams_from_a_real_server(llama_server):
     stats = GenerationStats()
     pieces = list(gen.stream(CAPITAL, GenerationSettings(max_new_tokens=12), stats))
     assert "paris" in "".join(pieces).lower() and stats.ttft_ms > 0
-    long = GenerationStats()
-    pieces = list(gen.stream(STORY, GenerationSettings(max_new_tokens=24), long))
-    assert len(pieces) > 5 and long.new_tokens == 24 and long.finish_reason == "length"
-    text = "".join(pieces)
-    cut = text.split()[4]
-    stopped = GenerationStats()
-    short = "".join(gen.stream(STORY, GenerationSettings(max_new_tokens=24, stop=(cut,)), stopped))
-    assert cut not in short and text.startswith(short.rstrip()) and stopped.finish_reason == "stop"
+    check_max_tokens_and_stop(gen)
 
 
 def test_assistant_through_an_openai_server(bank_bot, llama_server):
