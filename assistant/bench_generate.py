@@ -21,6 +21,7 @@ import platform
 import socket
 import statistics
 import sys
+from collections import deque
 from pathlib import Path
 
 from assistant import llamacpp
@@ -64,8 +65,7 @@ def measure(generator: TextGenerator, tokenizer, runs: int, max_new_tokens: int)
     rows = []
     for run in range(runs):
         stats = GenerationStats()
-        for _ in generator.stream(rag_messages(tokenizer, run=run), settings, stats):
-            pass
+        deque(generator.stream(rag_messages(tokenizer, run=run), settings, stats), maxlen=0)  # run it out
         rows.append(stats)
     return {"prompt_tokens": rows[0].prompt_tokens,
             "new_tokens": statistics.median(r.new_tokens for r in rows),
@@ -147,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         if "skipped" in r:
             print(f"| {name} | skipped: {r['skipped']} | | | | |")
             continue
-        ratio = r["tokens_per_s"] / baseline["tokens_per_s"] if baseline and baseline["tokens_per_s"] else 0
+        ratio = (f"{r['tokens_per_s'] / baseline['tokens_per_s']:.1f}×" if baseline and baseline["tokens_per_s"]
+                 else "— (no transformers row)")
         prompt = r["prompt_tokens"] or "— (not reported)"
         print(f"| {name} | {prompt} | {r['new_tokens']:.0f} | {r['ttft_ms'] / 1000:.2f} s | "
-              f"{r['tokens_per_s']:.1f} | {ratio:.1f}× |")
+              f"{r['tokens_per_s']:.1f} | {ratio} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": where, "runs": args.runs, "results": results}, indent=2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -196,8 +197,7 @@ class Generator:
                 stats.finish_reason = "cancelled"
             if not exhausted:  # the consumer stopped reading, or a stop string ended it: free the model
                 cancelled.set()
-                for _ in streamer:  # drain, so generate() never blocks on a full queue
-                    pass
+                deque(streamer, maxlen=0)  # drain, so generate() never blocks on a full queue
             thread.join()
         stats.total_ms = (time.perf_counter() - started) * 1000
         if "error" in result:

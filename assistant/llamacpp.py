@@ -149,8 +149,8 @@ class LlamaCppGenerator:
         self.load_seconds = time.time() - started
         self.path = path
         self.model_id = BUNDLED_LLM_NAME if spec == "bundled" else gguf_path(spec).stem
-        if path.name.endswith((".Q8_0.gguf", ".Q4_0.gguf")) and quant != "auto":
-            self.model_id += f" {path.name[-9:-5]}"
+        if quant not in ("auto", "as-is"):  # a type the user chose shows in answers and the audit log
+            self.model_id += f" {quant.upper()}"
         self.n_ctx = n_ctx
         self._is_eog = lambda token: llama_vocab_is_eog(self.llm._model.vocab, token)
         meta = self.llm.metadata

@@ -51,7 +51,12 @@ class OpenAIGenerator:
         headers = {"Authorization": f"Bearer {key or api_key()}"} if (key or api_key()) else {}
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=connect_timeout), headers=headers)
         self._usage_ok = True  # some servers reject stream_options: then count streamed pieces
-        served = self._models()
+        try:
+            served = self._models()  # also the reachability check: a dead server fails here, not mid-answer
+        except GenerationError as exc:
+            if model in (None, "", "bundled") or not any(f"HTTP {c}" in str(exc) for c in (404, 405)):
+                raise
+            served = []  # a server without /models (some proxies): the named model is used as given
         if model in (None, "", "bundled"):
             if not served:
                 raise GenerationError(f"{self.base_url}/models lists no model: pass the served name with --model")

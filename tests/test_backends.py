@@ -213,20 +213,24 @@ def test_assistant_through_an_openai_server(bank_bot, llama_server):
 class FlakyProxy(http.server.ThreadingHTTPServer):
     """Answers the first N chat requests with 503, forwards everything else to the real server."""
 
-    def __init__(self, target: str, failures: int):
-        self.target, self.failures, self.seen = target, failures, 0
+    def __init__(self, target: str, failures: int, hide_models: bool = False):
+        self.target, self.failures, self.seen, self.hide_models = target, failures, 0, hide_models
         super().__init__(("127.0.0.1", 0), FlakyHandler)
 
 
 class FlakyHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
-        pass
+        """Quiet: the tests read what the client got, not an access log."""
 
     def _forward(self, method: str) -> None:
         import httpx
 
         server: FlakyProxy = self.server  # type: ignore[assignment]
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if server.hide_models and self.path.endswith("/models"):
+            self.send_response(404)
+            self.end_headers()
+            return
         if method == "POST":
             server.seen += 1
             if server.seen <= server.failures:
@@ -261,6 +265,19 @@ def test_openai_backend_retries_overloaded_server(llama_server):
         proxy.seen = 0
         with pytest.raises(GenerationError, match=r"after 2 tries \(HTTP 503"):
             list(make_generator("openai", base_url=url, retries=1).stream(CAPITAL, GenerationSettings()))
+    finally:
+        proxy.shutdown()
+
+
+def test_openai_backend_works_with_a_server_without_a_model_list(llama_server):
+    proxy = FlakyProxy(llama_server, failures=0, hide_models=True)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}/v1"
+        gen = make_generator("openai", base_url=url, model="smollm2-135m")
+        assert "paris" in "".join(gen.stream(CAPITAL, GenerationSettings(max_new_tokens=12))).lower()
+        with pytest.raises(GenerationError, match="HTTP 404"):  # no name given and none listed
+            make_generator("openai", base_url=url)
     finally:
         proxy.shutdown()
 
