@@ -20,7 +20,38 @@ from pathlib import Path
 import numpy as np
 
 from finetune.config import load_config
-from finetune.train import SHARED_MEDQUAD, load_model, peak_flops, train
+from finetune.train import SHARED_MEDQUAD, count_parameters, mfu, train
+
+
+def plain_model(config, four_bit: bool):
+    """The textbook setup: QLoRA as the peft docs show it (prepare_model_for_kbit_training, which casts
+    the norms and embeddings to float32 and turns on gradient checkpointing), or bf16 LoRA with
+    gradient checkpointing; LoRA with the same settings as ours."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from assistant.models import resolve_llm_dir
+
+    path, _ = resolve_llm_dir(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if four_bit:
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=quant,
+                                                     device_map={"": 0})
+        model = prepare_model_for_kbit_training(model)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda()
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+    setup = f"plain transformers + peft, {'4-bit NF4' if four_bit else 'bf16'} LoRA, gradient checkpointing"
+    return get_peft_model(model, lora), tokenizer, setup
 
 
 def plain_loop(four_bit: bool, steps: int, warmup: int = 3) -> dict:
@@ -29,10 +60,8 @@ def plain_loop(four_bit: bool, steps: int, warmup: int = 3) -> dict:
 
     from finetune.data import IGNORE, make_batches, read_examples, tokenize_all
 
-    config = load_config("medquad_gpu.yaml", {"load_in_4bit": four_bit, "packing": False,
-                                              "group_by_length": False, "gradient_checkpointing": False,
-                                              "output_dir": "/tmp/ra-bench-plain"})
-    model, tokenizer, setup = load_model(config, "cuda")
+    config = load_config("medquad_gpu.yaml", {"output_dir": "/tmp/ra-bench-plain"})
+    model, tokenizer, setup = plain_model(config, four_bit)
     examples, _ = read_examples(config.train_files)
     items = tokenize_all(tokenizer, examples[: 16 * (steps + warmup)], config.max_length)
     batches = make_batches(items, 16, tokenizer.pad_token_id, packing=False, max_length=config.max_length,
@@ -61,12 +90,10 @@ def plain_loop(four_bit: bool, steps: int, warmup: int = 3) -> dict:
         tokens += batch.tokens
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    n_params = sum(p.numel() for p in model.parameters())
-    flops = peak_flops("cuda")
     tps = tokens / seconds
     result = {"setup": setup, "tokens_per_s": round(tps, 1),
               "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-              "mfu": round(6 * n_params * tps / flops, 4) if flops else None}
+              "mfu": mfu(count_parameters(model), tps, "cuda")}
     del model, optimizer
     torch.cuda.empty_cache()
     return result

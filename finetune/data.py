@@ -201,9 +201,10 @@ class Batch:
     attention_mask: np.ndarray
     position_ids: np.ndarray
     tokens: int  # real (non-padding) tokens
+    packed: bool = False  # rows hold several examples, told apart by their restarting position ids
 
 
-def _collate(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> Batch:
+def _collate(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int, packed: bool = False) -> Batch:
     length = max(len(ids) for ids, _, _ in rows)
     n = len(rows)
     ids = np.full((n, length), pad_id, dtype=np.int64)
@@ -212,15 +213,16 @@ def _collate(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int) ->
     pos = np.zeros((n, length), dtype=np.int64)
     for r, (i, lab, p) in enumerate(rows):
         ids[r, :len(i)], labels[r, :len(i)], mask[r, :len(i)], pos[r, :len(i)] = i, lab, 1, p
-    return Batch(ids, labels, mask, pos, int(mask.sum()))
+    return Batch(ids, labels, mask, pos, int(mask.sum()), packed)
 
 
 def make_batches(items: list[Tokenized], batch_size: int, pad_id: int, *, packing: bool, max_length: int,
                  group_by_length: bool, rng: np.random.Generator) -> list[Batch]:
     """One epoch of batches, in a shuffled order.
 
-    packing: examples are concatenated into rows of exactly `max_length` tokens (position ids restart at
-    each example; with attention kernels that read them, examples do not see each other), no padding.
+    packing: examples are concatenated into rows of exactly `max_length` tokens, no padding (but in
+    the last row). Position ids restart at each example, and `batch_loss` builds the attention mask from
+    them, so an example never attends to the one before it in its row.
     group_by_length: batches of similar-length examples, padded to the longest in the batch.
     """
     order = rng.permutation(len(items))
@@ -236,7 +238,7 @@ def make_batches(items: list[Tokenized], batch_size: int, pad_id: int, *, packin
                 ids, labels, pos = ids[max_length:], labels[max_length:], pos[max_length:]
         if ids:
             rows.append((ids, labels, pos))
-        return [_collate(rows[i:i + batch_size], pad_id) for i in range(0, len(rows), batch_size)]
+        return [_collate(rows[i:i + batch_size], pad_id, packed=True) for i in range(0, len(rows), batch_size)]
     if group_by_length:
         window = batch_size * 50
         chunks = []

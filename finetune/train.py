@@ -165,7 +165,7 @@ def resolve_device(config: TrainConfig, dist: Dist | None = None) -> str:
 def load_model(config: TrainConfig, device: str):
     """(peft model, tokenizer, description) with LoRA on the configured modules."""
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from assistant.models import ModelSpecError, resolve_llm_dir
@@ -196,9 +196,13 @@ def load_model(config: TrainConfig, device: str):
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not four_bit:
         model.to(device)
-    if four_bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-    elif checkpointing:
+    # The base model stays frozen in its load dtype. peft's prepare_model_for_kbit_training would also
+    # cast the embeddings and norms to float32, which makes every activation float32: twice the memory
+    # and no bf16 attention kernels. Instead the forward pass runs under bf16 autocast (`_autocast`),
+    # and the LoRA weights, which peft keeps in float32, are the master copies the optimizer updates.
+    for param in model.parameters():
+        param.requires_grad = False
+    if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.config.use_cache = False
@@ -206,11 +210,28 @@ def load_model(config: TrainConfig, device: str):
                       target_modules=config.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = count_parameters(model)
     what = (f"{config.model} ({path}) on {device}, {'4-bit NF4 + LoRA' if four_bit else 'LoRA'}, "
             f"{'bf16' if (bf16 or four_bit) else 'float32'}, gradient checkpointing {'on' if checkpointing else 'off'}, "
             f"{trainable / 1e6:.2f}M trainable of {total / 1e6:.1f}M parameters")
     return model, tokenizer, what
+
+
+def count_parameters(model) -> int:
+    """The model's parameters as it computes with them: a 4-bit weight counts its unpacked size
+    (bitsandbytes stores two values a byte, so `numel` would halve it, and the MFU with it)."""
+    total = 0
+    for p in model.parameters():
+        shape = getattr(getattr(p, "quant_state", None), "shape", None)
+        total += math.prod(shape) if shape is not None else p.numel()
+    return total
+
+
+def mfu(n_params: int, tokens_per_s: float, device: str) -> float | None:
+    """Model FLOPs utilisation: 6 x parameters x tokens/s over the GPU's dense bf16 peak (the usual
+    convention; with LoRA most weight gradients are skipped, so the work done is nearer 4 x)."""
+    flops = peak_flops(device)
+    return round(6 * n_params * tokens_per_s / flops, 4) if flops else None
 
 
 def _decoder_and_head(model):
@@ -220,8 +241,25 @@ def _decoder_and_head(model):
     return decoder, head
 
 
+def _autocast(model, device: str):
+    """bf16 autocast on CUDA when the base model computes in bf16 (4-bit or bf16 LoRA); else nothing."""
+    import contextlib
+
+    import torch
+
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext()
+    bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+
+
 def batch_loss(model, batch: Batch, device: str, chunk_tokens: int):
     """Mean cross-entropy over the batch's supervised tokens, LM head in checkpointed chunks."""
+    with _autocast(model, device):
+        return _batch_loss(model, batch, device, chunk_tokens)
+
+
+def _batch_loss(model, batch: Batch, device: str, chunk_tokens: int):
     import torch
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
@@ -233,7 +271,11 @@ def batch_loss(model, batch: Batch, device: str, chunk_tokens: int):
     decoder, head = _decoder_and_head(model)
     if decoder is None or head is None:  # an architecture without the usual split: the model's own loss
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int((labels != IGNORE).sum())
-    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+    # Packed rows go without a padding mask: transformers then reads the restarting position ids as
+    # example boundaries and masks attention across them (padding, at the end of the last row, restarts
+    # at position 0 too, so it forms its own examples, which carry no labels).
+    hidden = decoder(input_ids=ids, attention_mask=None if batch.packed else mask,
+                     position_ids=positions, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE
     h = hidden[:, :-1][keep]
@@ -578,8 +620,7 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
     tokenizer.save_pretrained(adapter_dir)
 
     tokens_per_s = state.tokens / state.train_seconds if state.train_seconds else 0.0
-    n_params = sum(p.numel() for p in model.parameters())
-    flops = peak_flops(device)
+    n_params = count_parameters(model)
     metrics = {
         "model": config.model, "device": device, "setup": description, "optimizer": optimizer_name,
         "processes": dist.world, "parallel": "fsdp" if dist.fsdp else ("ddp" if dist.world > 1 else None),
@@ -595,7 +636,7 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
         "tokens": state.tokens, "train_seconds": round(state.train_seconds, 2), "tokens_per_s": round(tokens_per_s, 1),
         "peak_gpu_memory_gib": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
                                 if device.startswith("cuda") else None),
-        "mfu": round(6 * n_params * tokens_per_s / flops, 4) if flops else None,
+        "mfu": mfu(n_params, tokens_per_s, device),
         "adapter_dir": str(adapter_dir), "history": state.history, "evals": state.evals,
         "samples": [{"prompt": p, "before": b, "after": a}
                     for p, b, a in zip(config.sample_prompts, before["samples"], after_samples, strict=True)],

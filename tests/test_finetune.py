@@ -160,6 +160,44 @@ def test_loss_only_on_assistant_tokens():
     assert len(short.input_ids) == 40 and "Rome." in tok.decode([t for t in short.labels if t != -100])
 
 
+def test_packed_examples_do_not_attend_to_each_other():
+    """The loss over a packed row equals the loss of its examples run one by one: no attention leaks
+    across the example boundaries inside a row (nor from the padding of the last row)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.models import resolve_llm_dir
+    from finetune.data import make_batches
+    from finetune.train import batch_loss
+
+    path = resolve_llm_dir("bundled")[0]
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    items = [tokenize_example(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], 256)
+             for q, a in [("What is the daily ATM limit?", "It is 500 euros a day."),
+                          ("How do I book a visit?", "Call the clinic on weekdays between 8 and 6."),
+                          ("Can I freeze my card?", "Yes, in the app under Cards, then Freeze.")]]
+    order = np.random.default_rng(0).permutation(3)  # the order make_batches will pack them in
+    row = len(items[order[0]].input_ids) + len(items[order[1]].input_ids)
+    packed = make_batches(items, 4, tok.pad_token_id or 0, packing=True, max_length=row,
+                          group_by_length=False, rng=np.random.default_rng(0))
+    # two examples fill the first row; the third is alone in the second, padded to the row's length
+    assert len(packed) == 1 and packed[0].packed and packed[0].input_ids.shape == (2, row)
+    assert packed[0].tokens == sum(len(i.input_ids) for i in items) < 2 * row
+    one_by_one = make_batches(items, 1, tok.pad_token_id or 0, packing=False, max_length=row,
+                              group_by_length=False, rng=np.random.default_rng(0))
+    with torch.no_grad():
+        loss, n = batch_loss(model, packed[0], "cpu", chunk_tokens=16)
+        parts = [batch_loss(model, b, "cpu", chunk_tokens=16) for b in one_by_one]
+    assert n == sum(k for _, k in parts)
+    assert float(loss) == pytest.approx(sum(float(part) * k for part, k in parts) / n, rel=1e-4)
+    # the same row with a padding mask (the old way) lets examples see each other: the loss differs
+    leaky = packed[0].__class__(**{**packed[0].__dict__, "packed": False})
+    with torch.no_grad():
+        assert abs(float(batch_loss(model, leaky, "cpu", chunk_tokens=16)[0]) - float(loss)) > 1e-3
+
+
 def test_config_yaml_and_overrides(tmp_path):
     cfg = load_config("default.yaml", parse_overrides(["--max-steps", "30", "--output-dir", "x", "--device=cpu",
                                                        "--packing", "--no-group-by-length", "--lora-r", "4",
