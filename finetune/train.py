@@ -636,7 +636,7 @@ def _train(config: TrainConfig, dist: Dist, device: str, progress: bool) -> dict
         "tokens": state.tokens, "train_seconds": round(state.train_seconds, 2), "tokens_per_s": round(tokens_per_s, 1),
         "peak_gpu_memory_gib": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
                                 if device.startswith("cuda") else None),
-        "mfu": mfu(n_params, tokens_per_s, device),
+        "parameters": n_params, "mfu": mfu(n_params, tokens_per_s, device),
         "adapter_dir": str(adapter_dir), "history": state.history, "evals": state.evals,
         "samples": [{"prompt": p, "before": b, "after": a}
                     for p, b, a in zip(config.sample_prompts, before["samples"], after_samples, strict=True)],

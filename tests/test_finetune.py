@@ -289,6 +289,20 @@ def test_export_gguf_without_converter_says_what_to_do(trained, tmp_path):
     assert result.returncode == 2 and "convert_hf_to_gguf.py" in result.stderr
 
 
+def test_bench_finetune_runs_end_to_end_on_cpu(tmp_path):
+    """The GPU benchmark's code, run small on CPU (float32 rows only), so it works when a GPU is lent."""
+    out = tmp_path / "bench.json"
+    result = run_cli("finetune.bench", "--device", "cpu", "--steps", "1", "--batch-size", "2",
+                     "--max-length", "64", "--train-file", "finetune/data/bank_hospital_dialogues.jsonl",
+                     "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"plain_float32", "ours_float32_packed"}
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] is None and r["peak_gib"] is None for r in runs.values())
+    assert "padded batches" in runs["plain_float32"]["setup"] and "LoRA" in runs["ours_float32_packed"]["setup"]
+    assert "| ours_float32_packed |" in result.stdout
+
+
 @pytest.mark.gpu
 def test_qlora_on_gpu_lowers_the_loss_within_memory(tiny_data, tmp_path):
     from finetune.train import train

@@ -55,3 +55,16 @@ def test_cli_unknown_model_prints_error_not_traceback():
     assert "Traceback" not in result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("error: model spec 'no-such-org/no-such-model'")
+
+
+def test_bundled_gguf_can_come_from_a_file_outside_the_wheel(tmp_path, monkeypatch):
+    """RA_BUNDLED_GGUF names a copy of the file (a GPU machine without a package index), or fails clearly."""
+    wheel_file = bundled_gguf()
+    copy = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    copy.symlink_to(wheel_file)
+    monkeypatch.setenv("RA_BUNDLED_GGUF", str(copy))
+    assert bundled_gguf() == copy
+    assert resolve_llm_dir("bundled", convert=False)[0] == str(copy)
+    monkeypatch.setenv("RA_BUNDLED_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelSpecError, match="RA_BUNDLED_GGUF=.*missing.gguf: no such file"):
+        resolve_llm_dir("bundled")
