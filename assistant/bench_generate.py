@@ -6,7 +6,8 @@ with a run number, so no back end can reuse a cached prompt prefix (real questio
 passages). Greedy decoding, up to --max-new-tokens tokens; decode tokens/s counts the tokens after
 the first over the time after the first; time to first token includes reading the prompt.
 
-Back ends: transformers (plain `generate`; on CUDA also with the static cache and compiled forward),
+Back ends: transformers (plain `generate`; on CUDA also `generate` with the static cache, which
+transformers compiles, and our greedy loop with the one-token step in a CUDA graph, the default there),
 llama-cpp in process, and openai against llama.cpp's server started on loopback (or --base-url, to
 measure a vLLM/TGI server). A back end that is not installed is listed as skipped.
 
@@ -113,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     if "transformers" in wanted:
         run(f"transformers ({device}, plain generate)", lambda: Generator(llm, static_cache=False))
         if cuda:
-            run("transformers (cuda, static cache + compile)", lambda: Generator(llm, static_cache=True))
+            run("transformers (cuda, generate + static cache, compiled by transformers)",
+                lambda: Generator(llm, static_cache=True, graph_decode=False))
+            run("transformers (cuda, own greedy loop, step in a CUDA graph: the default)",
+                lambda: Generator(llm, static_cache=True))
     if "llama-cpp" in wanted:
         run(f"llama-cpp ({'cuda' if cuda else 'cpu'}, in process)",
             lambda: llamacpp.LlamaCppGenerator("bundled", gpu_layers=-1 if cuda else 0))

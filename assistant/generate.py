@@ -101,18 +101,23 @@ class StopTrimmer:
 class Generator:
     """The `transformers` back end: chat-template prompting and token streaming over one loaded model.
 
-    On CUDA it decodes with a static KV cache, which makes transformers compile the forward pass
-    (CUDA graphs); on CPU it runs eagerly.
+    On CUDA it decodes with a static KV cache. Greedy answers (the default) go through our own loop
+    with the one-token step compiled into a CUDA graph (assistant/graph_decode.py); sampled ones
+    through `generate` with the static cache, which transformers compiles too. On CPU it runs eagerly.
     """
 
     backend = "transformers"
 
-    def __init__(self, llm: LoadedModel, max_prompt_tokens: int = 1536, *, static_cache: bool | None = None):
+    def __init__(self, llm: LoadedModel, max_prompt_tokens: int = 1536, *, static_cache: bool | None = None,
+                 graph_decode: bool | None = None, max_cache_len: int = 2048):
         self.llm = llm
         self.max_prompt_tokens = max_prompt_tokens
         self.model_id = llm.model_id + (f"+{llm.adapter}" if llm.adapter else "")
         on_gpu = str(llm.device).startswith("cuda")
         self.static_cache = on_gpu if static_cache is None else static_cache
+        self.graph_decode = self.static_cache if graph_decode is None else graph_decode
+        self.max_cache_len = max_cache_len
+        self._graph = None  # built on first use: compiling takes a while, once
         self._lock = threading.Lock()  # one generate() at a time on a shared model
 
     def prompt_ids(self, messages: list[dict]):
@@ -136,6 +141,9 @@ class Generator:
         tok, model = self.llm.tokenizer, self.llm.model
         input_ids = self.prompt_ids(messages).to(self.llm.device)
         stats.prompt_tokens = int(input_ids.shape[1])
+        if self.graph_decode and settings.temperature <= 0 and settings.repetition_penalty == 1.0:
+            yield from self._stream_graph(input_ids, settings, stats)
+            return
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
         cancelled = threading.Event()
 
@@ -205,6 +213,60 @@ class Generator:
         stats.new_tokens = int(result["output"].shape[1] - input_ids.shape[1])
         stats.finish_reason = ("stop" if trimmer.stopped or stats.new_tokens < settings.max_new_tokens
                                else "length")
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.llm.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.llm.model, "generation_config", None), "eos_token_id", None)
+        ids |= set(configured) if isinstance(configured, list) else {configured}
+        return {i for i in ids if i is not None}
+
+    def _stream_graph(self, input_ids, settings: GenerationSettings, stats: GenerationStats) -> Iterator[str]:
+        """Greedy decoding through GraphDecoder, text streamed as it forms; closing the stream stops it."""
+        import torch
+
+        from assistant.graph_decode import GraphDecoder
+
+        if stats.prompt_tokens + settings.max_new_tokens > self.max_cache_len:
+            raise GenerationError(
+                f"prompt is {stats.prompt_tokens} tokens; with {settings.max_new_tokens} new tokens that is over "
+                f"the {self.max_cache_len}-token cache: lower top-k, the chunk size or --max-new-tokens")
+        tok = self.llm.tokenizer
+        eos = self._eos_ids()
+        trimmer = StopTrimmer(settings.stop)
+        tokens: list[int] = []
+        sent = ""
+        started = time.perf_counter()
+        finished = False
+        with self._lock, torch.inference_mode():
+            try:
+                if self._graph is None:
+                    self._graph = GraphDecoder(self.llm.model, self.max_cache_len)
+                stats.finish_reason = "length"
+                for token in self._graph.tokens(input_ids, settings.max_new_tokens):
+                    if token in eos:
+                        stats.finish_reason = "stop"
+                        break
+                    tokens.append(token)
+                    stats.new_tokens += 1
+                    text = tok.decode(tokens, skip_special_tokens=True)
+                    if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                        continue
+                    piece, sent = trimmer.feed(text[len(sent):]), text
+                    if piece:
+                        if not stats.ttft_ms:
+                            stats.ttft_ms = (time.perf_counter() - started) * 1000
+                        yield piece
+                    if trimmer.stopped:
+                        stats.finish_reason = "stop"
+                        break
+                tail = trimmer.feed(tok.decode(tokens, skip_special_tokens=True)[len(sent):]) + trimmer.flush()
+                if tail:
+                    yield tail
+                finished = True
+            finally:
+                if not finished:
+                    stats.finish_reason = "cancelled"
+                stats.total_ms = (time.perf_counter() - started) * 1000
 
 
 TransformersGenerator = Generator

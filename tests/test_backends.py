@@ -99,11 +99,30 @@ def test_transformers_backend_honours_max_tokens_stop_strings_and_cancel(transfo
     transformers_gen._lock.release()
 
 
-def test_transformers_static_cache_path_gives_the_same_answer(transformers_gen):
-    """The GPU fast path (static KV cache; compiled on CUDA) runs eagerly on CPU: same greedy text."""
-    fast = Generator(transformers_gen.llm, static_cache=True)
-    settings = GenerationSettings(max_new_tokens=16)
-    assert "".join(fast.stream(CAPITAL, settings)) == "".join(transformers_gen.stream(CAPITAL, settings))
+def test_transformers_static_cache_paths_give_the_same_answer(transformers_gen):
+    """The GPU fast paths run eagerly on CPU and must give the plain path's greedy text: `generate` with
+    the static cache, and our own loop (the step compiled into a CUDA graph on a GPU)."""
+    settings = GenerationSettings(max_new_tokens=40)
+    plain_stats = GenerationStats()
+    plain = "".join(transformers_gen.stream(STORY, settings, plain_stats))
+    via_generate = Generator(transformers_gen.llm, static_cache=True, graph_decode=False)
+    assert "".join(via_generate.stream(STORY, settings)) == plain
+    graph = Generator(transformers_gen.llm, static_cache=True, max_cache_len=512)
+    assert graph.graph_decode
+    stats = GenerationStats()
+    assert "".join(graph.stream(STORY, settings, stats)) == plain
+    assert stats.new_tokens == plain_stats.new_tokens == 40 and stats.finish_reason == "length"
+    capital = GenerationStats()
+    assert "".join(graph.stream(CAPITAL, settings, capital)) == "".join(transformers_gen.stream(CAPITAL, settings))
+    assert capital.finish_reason == "stop" and capital.new_tokens < 40  # ended at the end-of-turn token
+    check_max_tokens_and_stop(graph)
+    stream = graph.stream(STORY, GenerationSettings(max_new_tokens=200))
+    next(stream)
+    stream.close()  # frees the model: the next request does not wait
+    assert graph._lock.acquire(timeout=1)
+    graph._lock.release()
+    with pytest.raises(GenerationError, match="over the 512-token cache"):
+        list(graph.stream(STORY, GenerationSettings(max_new_tokens=500)))
 
 
 # ------------------------------------------------------------------------------------ llama.cpp
