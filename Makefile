@@ -13,7 +13,7 @@ LLAMACPP ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate gpu-check
+.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate gpu-check gguf-converter
 
 install: $(STAMP)
 
@@ -30,8 +30,27 @@ $(STAMP): pyproject.toml Makefile
 	  echo "installing llama-cpp-python (compiles llama.cpp the first time: a few minutes)"; \
 	  CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(BIN)/python -m pip install -q -e ".[dev,llamacpp]" || { \
 	    echo "error: llama-cpp-python did not build (it needs gcc, g++ and cmake). Install them, or run" \
-	         "with LLAMACPP=0 to use the transformers back end only." >&2; exit 1; }; fi
+	         "with LLAMACPP=0 to use the transformers back end only." >&2; exit 1; }; \
+	  $(MAKE) --no-print-directory $(CONVERTER)/convert_hf_to_gguf.py || \
+	    echo "warning: no GGUF converter (export-gguf will say so); retry with: make gguf-converter" >&2; fi
 	@touch $(STAMP)
+
+# llama.cpp's GGUF converter, for `python -m finetune export-gguf`: its script and gguf-py library, taken
+# from the llama-cpp-python source package on PyPI (the version installed), unpacked into the venv.
+CONVERTER := $(VENV)/llama.cpp-convert
+gguf-converter: install
+	@$(MAKE) --no-print-directory $(CONVERTER)/convert_hf_to_gguf.py
+
+$(CONVERTER)/convert_hf_to_gguf.py:
+	@echo "fetching llama.cpp's GGUF converter (the llama-cpp-python source package)"
+	@rm -rf $(VENV)/sdist $(CONVERTER).tmp && mkdir -p $(CONVERTER).tmp
+	@v=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))" 2>/dev/null \
+	    || echo 0.3.36); \
+	  $(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(VENV)/sdist "llama-cpp-python==$$v"
+	tar xzf $(VENV)/sdist/llama_cpp_python-*.tar.gz -C $(CONVERTER).tmp --strip-components=3 --wildcards \
+	  '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*'
+	$(BIN)/python -m pip install -q sentencepiece
+	@rm -rf $(CONVERTER) $(VENV)/sdist && mv $(CONVERTER).tmp $(CONVERTER)
 
 prepare: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant prepare

@@ -55,11 +55,16 @@ def merge_adapter(adapter: str | Path, out: str | Path, model: str | None = None
     return out
 
 
+CONVERTER_DIR = "llama.cpp-convert"  # in the venv: what `make gguf-converter` unpacks
+
+
 def find_converter() -> Path | None:
-    """llama.cpp's convert_hf_to_gguf.py: $LLAMA_CPP_DIR, or on PATH."""
-    candidates = []
+    """llama.cpp's convert_hf_to_gguf.py: in $LLAMA_CPP_DIR when that is set (and only there); else the
+    copy `make gguf-converter` puts in this Python environment, or one on PATH."""
     if os.environ.get("LLAMA_CPP_DIR"):
-        candidates.append(Path(os.environ["LLAMA_CPP_DIR"]) / "convert_hf_to_gguf.py")
+        path = Path(os.environ["LLAMA_CPP_DIR"]) / "convert_hf_to_gguf.py"
+        return path if path.is_file() else None
+    candidates = [Path(sys.prefix) / CONVERTER_DIR / "convert_hf_to_gguf.py"]
     for name in ("convert_hf_to_gguf.py", "convert_hf_to_gguf", "convert-hf-to-gguf.py"):
         found = shutil.which(name)
         if found:
@@ -69,11 +74,19 @@ def find_converter() -> Path | None:
 
 def export_gguf(adapter: str | Path, out: str | Path, model: str | None = None, outtype: str = "f16") -> Path:
     """Merge, then convert with llama.cpp's converter to a single .gguf file."""
+    import importlib.util
+
     converter = find_converter()
     if converter is None:
-        raise ExportError("export-gguf needs llama.cpp's convert_hf_to_gguf.py: check out llama.cpp and set "
-                          "LLAMA_CPP_DIR to it (the script needs the `gguf` package, installed here), or run "
-                          "`python -m finetune merge` and convert the merged model yourself")
+        where = (f"LLAMA_CPP_DIR={os.environ['LLAMA_CPP_DIR']} has no convert_hf_to_gguf.py"
+                 if os.environ.get("LLAMA_CPP_DIR") else "it is not installed")
+        raise ExportError(f"export-gguf needs llama.cpp's convert_hf_to_gguf.py and {where}: run `make "
+                          "gguf-converter` (it takes the script from the llama-cpp-python source package on "
+                          "PyPI), or set LLAMA_CPP_DIR to a llama.cpp checkout, or run `python -m finetune "
+                          "merge` and convert the merged model yourself")
+    if importlib.util.find_spec("sentencepiece") is None:
+        raise ExportError("llama.cpp's converter needs sentencepiece: pip install sentencepiece "
+                          "(`make gguf-converter` installs it)")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="ra-merge-") as tmp:
         merged = merge_adapter(adapter, Path(tmp) / "merged", model)

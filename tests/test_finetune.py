@@ -289,6 +289,26 @@ def test_export_gguf_without_converter_says_what_to_do(trained, tmp_path):
     assert result.returncode == 2 and "convert_hf_to_gguf.py" in result.stderr
 
 
+def test_exported_gguf_runs_in_llama_cpp_and_knows_what_the_adapter_learned(trained, tmp_path):
+    """merge + export-gguf, then the llama-cpp back end answers with the fine-tuned fact."""
+    from assistant import llamacpp
+    from assistant.generate import GenerationSettings
+    from finetune.export import find_converter
+
+    if find_converter() is None or not llamacpp.available():
+        pytest.skip("needs llama.cpp's converter and llama-cpp-python: make gguf-converter")
+    _, out = trained
+    gguf = tmp_path / "tuned.gguf"
+    result = run_cli("finetune", "export-gguf", "--adapter", str(out / "adapter"), "--out", str(gguf),
+                     "--outtype", "f32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    question = [{"role": "user", "content": FACTS[0][0]}]
+    settings = GenerationSettings(max_new_tokens=16)
+    tuned = "".join(llamacpp.LlamaCppGenerator(str(gguf)).stream(question, settings))
+    base = "".join(llamacpp.LlamaCppGenerator("bundled").stream(question, settings))
+    assert "7312" in tuned and "7312" not in base
+
+
 def test_bench_finetune_runs_end_to_end_on_cpu(tmp_path):
     """The GPU benchmark's code, run small on CPU (float32 rows only), so it works when a GPU is lent."""
     out = tmp_path / "bench.json"
