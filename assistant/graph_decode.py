@@ -25,8 +25,10 @@ class GraphDecoder:
 
         self.model = model
         self.device = next(model.parameters()).device
-        # transformers renamed `past_key_values` to `cache` (the old name goes in 5.40)
-        names = inspect.signature(model.forward).parameters
+        # transformers renamed `past_key_values` to `cache` (the old name goes in 5.40); a PEFT model
+        # passes either through to its base model, whose signature says which one it takes
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        names = inspect.signature(base.forward).parameters
         self._cache_arg = "cache" if "cache" in names else "past_key_values"
         self.max_cache_len = max_cache_len
         self.cache = StaticCache(config=model.config, max_cache_len=max_cache_len)
