@@ -4,6 +4,7 @@
     python -m assistant chat --domain hospital
     python -m assistant prepare [--domain bank --domain hospital]   # convert the model, build the indexes
     python -m assistant generate "PROMPT" --backend llama-cpp --json  # the LLM alone: text and speed
+    python -m assistant fit-grounding bank.jsonl --check hospital.jsonl --out grounding.json
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from assistant.backends import BACKENDS
 from assistant.config import AssistantConfig
+from assistant.grounding_fit import add_fit_command
 from assistant.intents_cli import add_intents_commands
 from assistant.packs import PackError, available_packs
 from index.embed import ModelSpecError
@@ -41,6 +43,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="how passages are found (hybrid = BM25 + dense, tuned)")
     p.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"].default)
     p.add_argument("--temperature", type=float, default=defaults["temperature"].default, help="0 = greedy")
+    p.add_argument("--grounding", default=None, help="grounding-check weights fitted to this model "
+                   "(`fit-grounding`; default: the shipped ones, fitted to the bundled model)")
     add_backend_args(p)
 
 
@@ -269,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--db", default=None, help="an audit.sqlite file")
     export.set_defaults(func=cmd_audit_export)
     add_intents_commands(sub)
+    add_fit_command(sub)
     return p
 
 

@@ -35,6 +35,7 @@ class AssistantConfig:
     request_timeout: float = 60.0  # seconds, openai back end
     retries: int = 2  # openai back end: tries after the first, before the first token
     gguf_quant: str = "auto"  # llama-cpp back end: auto (bundled model as Q8_0), as-is, q8_0, q4_0
+    grounding: str | None = None  # weights from `python -m assistant fit-grounding` (default: the shipped ones)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:

@@ -106,7 +106,7 @@ def sources_holding(store, facts: list[str]) -> set[str]:
 
 def _features(response, kind: str, question: str, domain: str = "") -> dict:
     return {"kind": kind, "domain": domain, "question": question, "confidence": response.confidence,
-            "refused": response.refused,
+            "refused": response.refused, "grounded": response.grounded,
             "caveat": response.caveat, "support": response.support, "intent": response.intent,
             "action": response.action, "intent_confidence": response.intent_confidence,
             "checks": response.checks, "answer": response.answer[:300]}

@@ -29,6 +29,7 @@ from assistant.condense import condense, is_followup
 from assistant.config import AssistantConfig
 from assistant.generate import GenerationSettings, GenerationStats, TextGenerator
 from assistant.grounding import Grounding, GroundingChecker
+from assistant.grounding_fit import grounding_weights
 from assistant.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_utterances
 from assistant.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
@@ -178,7 +179,7 @@ class Assistant:
                                          uploads=uploads_root(self.config.data_dir, self.pack))
         self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
         self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir)
-        self.checker = GroundingChecker(self.embedder)
+        self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))
         public = public_numbers([*self.pack.contacts.values(), *self.pack.replies.values()])
         self.audit = audit or AuditLog(self.config.audit_path, Redactor(allow=public))
         self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
@@ -304,7 +305,8 @@ class Assistant:
         response = Response(
             answer=final, sources=sources, done=True, grounded=not refused, confidence=grounding.confidence,
             caveat=grounding.verdict == "caveat", refused=refused, support=grounding.support, **base,
-            checks={"support": grounding.support, "coverage": grounding.coverage, "retrieval": grounding.retrieval},
+            checks={"support": grounding.support, "coverage": grounding.coverage, "retrieval": grounding.retrieval,
+                    "figures": float(len(grounding.unsupported_figures)), "empty": float(not answer)},
             latency_ms={"intent": round(intent_ms, 1), "retrieval": round(retrieval_ms, 1),
                         "generation": round(stats.total_ms, 1), "check": round(check_ms, 1),
                         "ttft": round(stats.ttft_ms + retrieval_ms + intent_ms, 1),

@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", action="append", default=[],
                    help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
                         "DATA_DIR/adapters are found by themselves")
+    p.add_argument("--grounding", default=os.environ.get("RA_GROUNDING"),
+                   help="grounding-check weights from `python -m assistant fit-grounding` (an adapter's own "
+                        "grounding.json is used with it by itself)")
     p.add_argument("--users", default=None,
                    help="users file for pilot logins (also RA_UI_USERS_FILE, or RA_UI_USERS='name:pw,...')")
     p.add_argument("--no-upload", action="store_true", help="hide document upload (also RA_UI_UPLOAD=0)")
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         base = AssistantConfig(domain=args.domain, model=args.model, embedder=args.embedder, device=args.device,
-                               backend=args.backend,
+                               backend=args.backend, grounding=args.grounding,
                                **({"base_url": args.base_url} if args.base_url else {}))
         pool = AssistantPool(base)
         ui = UIConfig(upload=not args.no_upload and _flag("RA_UI_UPLOAD", True),

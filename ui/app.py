@@ -59,7 +59,9 @@ class AssistantPool:
                 same_model = next((b for (_, a), b in self._bots.items() if a == adapter), None)
                 any_bot = next(iter(self._bots.values()), None)
                 self._bots[key] = Assistant(
-                    replace(self.base, domain=domain, adapter=adapter),
+                    # --grounding was fitted to the base setup; another adapter brings its own grounding.json
+                    replace(self.base, domain=domain, adapter=adapter,
+                            grounding=self.base.grounding if adapter == self.base.adapter else None),
                     generator=same_model.generator if same_model else None,
                     embedder=any_bot.embedder if any_bot else None)
             return self._bots[key]
