@@ -59,7 +59,10 @@ class Answers:
         self.figures = np.array([bool(ok and r["checks"].get("figures", 0)) for r, ok in zip(rows, checked,
                                                                                                strict=True)])
         self.empty = np.array([bool(ok and r["checks"].get("empty", 0)) for r, ok in zip(rows, checked, strict=True)])
-        self.fixed_refused = np.array([bool(r["refused"] or not r.get("grounded", True)) for r in rows])
+        # as `eval` counts them: an answerable question is refused only by the check; an unanswerable one
+        # is also declined when no answer was grounded (routed elsewhere, no passages found)
+        self.fixed_refused = np.array([bool(r["refused"] or (r["kind"] != "answerable" and not r.get("grounded", True)))
+                                       for r in rows])
         self.fixed_caveat = np.array([bool(r["caveat"]) for r in rows])
         if not (self.kind == "answerable").any() or not (self.kind != "answerable").any():
             raise FitError("the dump needs answerable and unanswerable (or document-removed) answers: "

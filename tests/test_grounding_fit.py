@@ -49,10 +49,14 @@ def test_fit_keeps_refusals_of_answerable_questions_within_the_limit_and_beats_t
 
 
 def test_answers_the_check_did_not_run_on_keep_their_outcome():
+    """Counted as `eval` counts them: an ungrounded unanswerable question was declined; an answerable one
+    routed elsewhere (a flow, a handoff) was not refused."""
     answers = Answers(synthetic_dump(0))
     refused, _ = answers.outcomes(np.array([0.0, 0.0, 0.0, 1.0]), refuse_below=0.0, caveat_below=0.0)
     unchecked = ~answers.checked
-    assert unchecked.sum() == 3 and refused[0][unchecked].all()  # declined for lack of passages
+    assert unchecked.sum() == 3
+    assert refused[0][unchecked & (answers.kind != "answerable")].all()
+    assert not refused[0][unchecked & (answers.kind == "answerable")].any()
 
 
 def test_bad_dumps_and_weight_files_fail_clearly(tmp_path):
