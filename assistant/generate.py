@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,6 +96,59 @@ class StopTrimmer:
     def flush(self) -> str:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+def stream_tokens(token_ids: Iterator[int], is_end: Callable[[int], bool], text_of: Callable[[int], str],
+                  rest: Callable[[], str], settings: GenerationSettings, stats: GenerationStats) -> Iterator[str]:
+    """Text pieces from a stream of token ids, for back ends that decode token by token: ends at an end
+    token or a stop string ("stop") or after max_new_tokens ("length"); "cancelled" when the consumer
+    closes it first. `text_of` turns a token into the text it adds (possibly ""), `rest` flushes what
+    is still held back; stats gets the counts and timings."""
+    trimmer = StopTrimmer(settings.stop)
+    started = time.perf_counter()
+    finished = False
+    try:
+        stats.finish_reason = "length"
+        for token in token_ids:
+            if is_end(token):
+                stats.finish_reason = "stop"
+                break
+            stats.new_tokens += 1
+            piece = trimmer.feed(text_of(token))
+            if piece:
+                if not stats.ttft_ms:
+                    stats.ttft_ms = (time.perf_counter() - started) * 1000
+                yield piece
+            if trimmer.stopped:
+                stats.finish_reason = "stop"
+                break
+            if stats.new_tokens >= settings.max_new_tokens:
+                break
+        if tail := trimmer.feed(rest()) + trimmer.flush():
+            yield tail
+        finished = True
+    finally:
+        if not finished:
+            stats.finish_reason = "cancelled"
+        stats.total_ms = (time.perf_counter() - started) * 1000
+
+
+class _TextSoFar:
+    """Incremental text of a growing token list, holding back a character split across tokens."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.tokens, self.sent = tokenizer, [], ""
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # wait for the rest of the character
+            return ""
+        piece, self.sent = text[len(self.sent):], text
+        return piece
+
+    def rest(self) -> str:
+        return self.tokenizer.decode(self.tokens, skip_special_tokens=True)[len(self.sent):]
 
 
 class Generator:
@@ -230,43 +283,13 @@ class Generator:
             raise GenerationError(
                 f"prompt is {stats.prompt_tokens} tokens; with {settings.max_new_tokens} new tokens that is over "
                 f"the {self.max_cache_len}-token cache: lower top-k, the chunk size or --max-new-tokens")
-        tok = self.llm.tokenizer
         eos = self._eos_ids()
-        trimmer = StopTrimmer(settings.stop)
-        tokens: list[int] = []
-        sent = ""
-        started = time.perf_counter()
-        finished = False
+        text = _TextSoFar(self.llm.tokenizer)
         with self._lock, torch.inference_mode():
-            try:
-                if self._graph is None:
-                    self._graph = GraphDecoder(self.llm.model, self.max_cache_len)
-                stats.finish_reason = "length"
-                for token in self._graph.tokens(input_ids, settings.max_new_tokens):
-                    if token in eos:
-                        stats.finish_reason = "stop"
-                        break
-                    tokens.append(token)
-                    stats.new_tokens += 1
-                    text = tok.decode(tokens, skip_special_tokens=True)
-                    if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
-                        continue
-                    piece, sent = trimmer.feed(text[len(sent):]), text
-                    if piece:
-                        if not stats.ttft_ms:
-                            stats.ttft_ms = (time.perf_counter() - started) * 1000
-                        yield piece
-                    if trimmer.stopped:
-                        stats.finish_reason = "stop"
-                        break
-                tail = trimmer.feed(tok.decode(tokens, skip_special_tokens=True)[len(sent):]) + trimmer.flush()
-                if tail:
-                    yield tail
-                finished = True
-            finally:
-                if not finished:
-                    stats.finish_reason = "cancelled"
-                stats.total_ms = (time.perf_counter() - started) * 1000
+            if self._graph is None:
+                self._graph = GraphDecoder(self.llm.model, self.max_cache_len)
+            yield from stream_tokens(self._graph.tokens(input_ids, settings.max_new_tokens), eos.__contains__,
+                                     text.add, text.rest, settings, stats)
 
 
 TransformersGenerator = Generator

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from assistant.generate import GenerationError, GenerationSettings, GenerationStats, StopTrimmer
+from assistant.generate import GenerationError, GenerationSettings, GenerationStats, stream_tokens
 from assistant.models import BUNDLED_LLM_NAME, ModelSpecError, bundled_gguf, cache_dir
 
 INSTALL_HINT = 'the llama-cpp back end needs llama-cpp-python: run `pip install -e ".[llamacpp]"`'
@@ -178,37 +178,14 @@ class LlamaCppGenerator:
                 f"{self.n_ctx}-token context: lower top-k, the chunk size or --max-new-tokens"
             )
         greedy = settings.temperature <= 0
-        trimmer = StopTrimmer(settings.stop)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
-        started = time.perf_counter()
-        finished = False
         with self._lock:
-            try:
-                for token in self.llm.generate(
-                        tokens, temp=0.0 if greedy else settings.temperature, top_p=settings.top_p,
-                        top_k=40, min_p=0.0, repeat_penalty=settings.repetition_penalty):
-                    if self._is_eog(token):
-                        stats.finish_reason = "stop"
-                        break
-                    stats.new_tokens += 1
-                    piece = trimmer.feed(decoder.decode(self.llm.detokenize([token])))
-                    if piece:
-                        if not stats.ttft_ms:
-                            stats.ttft_ms = (time.perf_counter() - started) * 1000
-                        yield piece
-                    if trimmer.stopped:
-                        stats.finish_reason = "stop"
-                        break
-                    if stats.new_tokens >= settings.max_new_tokens:
-                        stats.finish_reason = "length"
-                        break
-                if tail := trimmer.feed(decoder.decode(b"", final=True)) + trimmer.flush():
-                    yield tail
-                finished = True
-            finally:
-                if not finished:
-                    stats.finish_reason = "cancelled"
-                stats.total_ms = (time.perf_counter() - started) * 1000
+            tokens_out = self.llm.generate(tokens, temp=0.0 if greedy else settings.temperature,
+                                           top_p=settings.top_p, top_k=40, min_p=0.0,
+                                           repeat_penalty=settings.repetition_penalty)
+            yield from stream_tokens(tokens_out, self._is_eog,
+                                     lambda token: decoder.decode(self.llm.detokenize([token])),
+                                     lambda: decoder.decode(b"", final=True), settings, stats)
 
 
 def start_server(gguf: Path, port: int, *, alias: str = "smollm2-135m", threads: int | None = None,
