@@ -275,8 +275,6 @@ class Generator:
 
     def _stream_graph(self, input_ids, settings: GenerationSettings, stats: GenerationStats) -> Iterator[str]:
         """Greedy decoding through GraphDecoder, text streamed as it forms; closing the stream stops it."""
-        import torch
-
         from assistant.graph_decode import GraphDecoder
 
         if stats.prompt_tokens + settings.max_new_tokens > self.max_cache_len:
@@ -285,7 +283,7 @@ class Generator:
                 f"the {self.max_cache_len}-token cache: lower top-k, the chunk size or --max-new-tokens")
         eos = self._eos_ids()
         text = _TextSoFar(self.llm.tokenizer)
-        with self._lock, torch.inference_mode():
+        with self._lock:
             if self._graph is None:
                 self._graph = GraphDecoder(self.llm.model, self.max_cache_len)
             yield from stream_tokens(self._graph.tokens(input_ids, settings.max_new_tokens), eos.__contains__,

@@ -43,19 +43,21 @@ class GraphDecoder:
 
     def tokens(self, input_ids, max_new_tokens: int) -> Iterator[int]:
         """Greedy continuation of `input_ids` (1 x n, on the model's device), up to max_new_tokens ids.
-        Call inside torch.inference_mode()."""
+        Each step runs in inference mode; the caller's code between tokens does not."""
         import torch
 
         n = int(input_ids.shape[1])
         if n + max_new_tokens > self.max_cache_len:
             raise ValueError(f"{n} prompt tokens + {max_new_tokens} new ones exceed the {self.max_cache_len}-token cache")
-        self.cache.reset()
-        logits = self.model(input_ids=input_ids, cache_position=torch.arange(n, device=self.device),
-                            use_cache=True, logits_to_keep=1, **{self._cache_arg: self.cache}).logits
-        token = logits[:, -1].argmax(-1)
-        position = torch.tensor([n], device=self.device)
+        with torch.inference_mode():
+            self.cache.reset()
+            logits = self.model(input_ids=input_ids, cache_position=torch.arange(n, device=self.device),
+                                use_cache=True, logits_to_keep=1, **{self._cache_arg: self.cache}).logits
+            token = logits[:, -1].argmax(-1)
+            position = torch.tensor([n], device=self.device)
         for i in range(max_new_tokens):
             yield int(token)  # the one device-to-host copy a step
             if i + 1 < max_new_tokens:
-                token = self._step(token.view(1, 1), position).clone()  # a replayed graph reuses its output
-                position += 1
+                with torch.inference_mode():
+                    token = self._step(token.view(1, 1), position).clone()  # a replayed graph reuses its output
+                    position += 1
