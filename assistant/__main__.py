@@ -17,7 +17,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from assistant.backends import BACKENDS
-from assistant.config import AssistantConfig
+from assistant.config import ANSWER_MODES, AssistantConfig
+from assistant.evidence_fit import add_fit_evidence_command
 from assistant.grounding_fit import add_fit_command
 from assistant.intents_cli import add_intents_commands
 from assistant.packs import PackError, available_packs
@@ -45,6 +46,12 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=defaults["temperature"].default, help="0 = greedy")
     p.add_argument("--grounding", default=None, help="grounding-check weights fitted to this model "
                    "(`fit-grounding`; default: the shipped ones, fitted to the bundled model)")
+    p.add_argument("--answer-mode", default=defaults["answer_mode"].default, choices=ANSWER_MODES,
+                   help="evidence: the LLM writes from the selected document sentences and every sentence is "
+                        "verified, falling back to the quote; quote: the document sentences only, no LLM; "
+                        "generative: the LLM reads whole passages (the old path, for strong served models)")
+    p.add_argument("--pool-k", type=int, default=defaults["pool_k"].default,
+                   help="passages retrieved for evidence selection")
     add_backend_args(p)
 
 
@@ -274,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_audit_export)
     add_intents_commands(sub)
     add_fit_command(sub)
+    add_fit_evidence_command(sub)
     return p
 
 

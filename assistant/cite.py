@@ -24,7 +24,9 @@ def sentences(text: str) -> list[str]:
             continue
         if out and out[-1].lower().endswith(_ABBREVIATIONS) and not piece[:1].isupper():
             out[-1] = f"{out[-1]} {piece}"
-        elif out and out[-1].lower().endswith(_ABBREVIATIONS) and out[-1][-4:].lower() in ("a.m.", "p.m."):
+        elif (out and out[-1][-4:].lower() in ("a.m.", "p.m.")
+              and not re.match(r"(?:The|This|That|These|Those|It|You|We|Our|Your|If|For|To|In|On|At|A|An)\b",
+                               piece)):  # "5:00 p.m. ET" goes on; "5:00 p.m. The next ..." is a new sentence
             out[-1] = f"{out[-1]} {piece}"
         else:
             out.append(piece)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from index.search import DEFAULT_MIN_SCORE, MODES
 
+ANSWER_MODES = ("evidence", "quote", "generative")
+
 
 def data_dir() -> Path:
     """Where indexes live: `$RA_DATA_DIR`, else `$XDG_DATA_HOME/regulated-assistant` (~/.local/share/…)."""
@@ -36,6 +38,8 @@ class AssistantConfig:
     retries: int = 2  # openai back end: tries after the first, before the first token
     gguf_quant: str = "auto"  # llama-cpp back end: auto (bundled model as Q8_0), as-is, q8_0, q4_0
     grounding: str | None = None  # weights from `python -m assistant fit-grounding` (default: the shipped ones)
+    answer_mode: str = "evidence"  # evidence (default), quote (no LLM) or generative (the LLM reads whole passages)
+    pool_k: int = 12  # passages retrieved for evidence selection (the model reads only the evidence)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
@@ -48,6 +52,10 @@ class AssistantConfig:
             raise ValueError(f"--backend must be auto, transformers, llama-cpp or openai (got {self.backend})")
         if self.gguf_quant not in ("auto", "as-is", "q8_0", "q4_0"):
             raise ValueError(f"--gguf-quant must be auto, as-is, q8_0 or q4_0 (got {self.gguf_quant})")
+        if self.answer_mode not in ANSWER_MODES:
+            raise ValueError(f"--answer-mode must be one of {', '.join(ANSWER_MODES)} (got {self.answer_mode})")
+        if not 1 <= self.pool_k <= 100:
+            raise ValueError(f"--pool-k must be between 1 and 100 (got {self.pool_k})")
         if self.request_timeout <= 0 or self.retries < 0:
             raise ValueError("--timeout must be positive and --retries zero or more")
         self.data_dir = Path(self.data_dir)

@@ -189,3 +189,132 @@ def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True,
         ttft_p50_ms=_percentile(ttfts, 50),
         decode_tokens_per_s=tokens / decode_seconds if decode_seconds else 0.0, seconds=time.time() - started,
     )
+
+
+@dataclass
+class DevReport:
+    """`make eval` on a pack's customer-phrased dev set (dev/, written from the documents only, never fitted on)."""
+
+    domain: str
+    answer_mode: str
+    questions: int
+    stated: float  # the answer states an expected fact (and was not refused)
+    confidently_wrong: float  # answered without caveat or refusal, and no expected fact in it
+    caveat: float
+    refused: float  # answerable questions refused (no-answer reply, or not routed to an answer)
+    source_in_top2: float  # retrieval: the expected document in the top 2 passages (what the old path read)
+    source_in_pool: float  # ... among the pool_k passages evidence selection looks at
+    fact_in_pool: float  # an expected fact occurs in the pool's passages
+    fact_in_evidence: float  # ... in the selected evidence sentences
+    unanswerable: int
+    unanswerable_handled: float  # refused, flagged with a caveat, or not answered from documents
+    followups: int
+    followup_stated: float  # a real follow-up, answered with its fact
+    new_topics: int
+    new_topic_stated: float  # a new question with a dummy pronoun after an earlier turn, answered with its fact
+    intents: int
+    intent_accuracy: float  # the classifier's label
+    action_accuracy: float  # what the assistant does (answer, flow, handoff, emergency, smalltalk, out_of_scope)
+    emergency_recall: float
+    ttft_p50_ms: float  # time until the first answer text (the quoted evidence in evidence mode)
+    latency_p50_ms: float
+    seconds: float
+
+    def table(self) -> str:
+        rows = [
+            ("answerable questions", f"{self.questions}"),
+            ("the answer states the fact", f"{self.stated:.0%}"),
+            ("confidently wrong", f"{self.confidently_wrong:.0%}"),
+            ("caveat / refused (answerable)", f"{self.caveat:.0%} / {self.refused:.0%}"),
+            ("retrieval: document in top 2 / in pool; fact in pool / in evidence",
+             f"{self.source_in_top2:.0%} / {self.source_in_pool:.0%}; {self.fact_in_pool:.0%} / "
+             f"{self.fact_in_evidence:.0%}"),
+            ("unanswerable refused or flagged", f"{self.unanswerable_handled:.0%} of {self.unanswerable}"),
+            ("follow-ups stated / new topics stated",
+             f"{self.followup_stated:.0%} of {self.followups} / {self.new_topic_stated:.0%} of {self.new_topics}"),
+            ("intent accuracy / action accuracy / emergency recall",
+             f"{self.intent_accuracy:.0%} / {self.action_accuracy:.0%} / {self.emergency_recall:.0%} "
+             f"of {self.intents}"),
+            ("time to first text p50 / total p50", f"{self.ttft_p50_ms / 1000:.2f} s / {self.latency_p50_ms / 1000:.2f} s"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _states(response, facts: list[str]) -> bool:
+    text = " ".join(response.answer.lower().split())
+    return not response.refused and response.action == "answer" and any(" ".join(f.lower().split()) in text
+                                                                         for f in facts)
+
+
+def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True,
+                 dump: list | None = None) -> DevReport:
+    """The customer-phrased dev set, end to end: answers, retrieval at each stage, follow-ups, routing."""
+    started = time.time()
+    root = bot.pack.root / "dev"
+    answerable = _read_jsonl(root / "questions.jsonl")[:limit]
+    unanswerable = _read_jsonl(root / "unanswerable.jsonl")[:limit]
+    dialogues = _read_jsonl(root / "followups.jsonl")[:limit]
+    intents = _read_jsonl(root / "intents.jsonl")[:limit]
+    dump = dump if dump is not None else []
+    config = bot.config
+    c = dict.fromkeys(("stated", "wrong", "caveat", "refused", "top2", "pool", "fact_pool", "fact_ev"), 0)
+    ttfts, latencies = [], []
+    norm = lambda t: " ".join(t.lower().split())  # noqa: E731
+    for q in tqdm(answerable, desc=f"{bot.pack.name} dev answerable", disable=not progress):
+        facts = [norm(f) for f in q["expected"]]
+        _, evidence, pool = bot._find_evidence(q["question"], [], config)
+        top2 = bot.searcher.search(q["question"], k=2, min_score=config.min_score, mode=config.search_mode)
+        c["top2"] += any(h.source == q["source"] for h in top2)
+        c["pool"] += any(h.source == q["source"] for h in pool)
+        c["fact_pool"] += any(f in norm(h.text) for h in pool for f in facts)
+        c["fact_ev"] += any(f in norm(e.text) for e in evidence for f in facts)
+        response = bot.respond(q["question"])
+        stated = _states(response, facts)
+        refused = response.refused or response.action != "answer"
+        c["stated"] += stated
+        c["refused"] += refused
+        c["caveat"] += response.caveat
+        c["wrong"] += not stated and not refused and not response.caveat
+        latencies.append(response.latency_ms["total"])
+        if "ttft" in response.latency_ms:
+            ttfts.append(response.latency_ms["ttft"])
+        dump.append({**_features(response, "dev-answerable", q["question"], bot.pack.name), "stated": stated})
+    handled = 0
+    for q in tqdm(unanswerable, desc=f"{bot.pack.name} dev unanswerable", disable=not progress):
+        response = bot.respond(q["question"])
+        handled += response.refused or response.caveat or response.action != "answer"
+        dump.append(_features(response, "dev-unanswerable", q["question"], bot.pack.name))
+    kinds = {"followup": [0, 0], "new_topic": [0, 0]}
+    for q in tqdm(dialogues, desc=f"{bot.pack.name} dev dialogues", disable=not progress):
+        turns: list[tuple[str, str]] = []
+        for earlier in q["history"]:
+            turns.append((earlier, bot.respond(earlier, turns).answer))
+        response = bot.respond(q["question"], turns)
+        kind = kinds[q.get("kind", "followup")]
+        kind[0] += 1
+        kind[1] += _states(response, q.get("expected", []))
+        dump.append(_features(response, f"dev-{q.get('kind', 'followup')}", q["question"], bot.pack.name))
+    label_ok = action_ok = emergencies = caught = 0
+    for q in tqdm(intents, desc=f"{bot.pack.name} dev intents", disable=not progress):
+        route = bot.route(q["text"], [], config)
+        label_ok += route.prediction.label == q["label"]
+        action_ok += route.action == q["action"]
+        if q["action"] == "emergency":
+            emergencies += 1
+            caught += route.action == "emergency"
+    n, u, i = max(len(answerable), 1), max(len(unanswerable), 1), max(len(intents), 1)
+    return DevReport(
+        domain=bot.pack.name, answer_mode=config.answer_mode, questions=len(answerable), stated=c["stated"] / n,
+        confidently_wrong=c["wrong"] / n, caveat=c["caveat"] / n, refused=c["refused"] / n,
+        source_in_top2=c["top2"] / n, source_in_pool=c["pool"] / n, fact_in_pool=c["fact_pool"] / n,
+        fact_in_evidence=c["fact_ev"] / n, unanswerable=len(unanswerable), unanswerable_handled=handled / u,
+        followups=kinds["followup"][0], followup_stated=kinds["followup"][1] / max(kinds["followup"][0], 1),
+        new_topics=kinds["new_topic"][0], new_topic_stated=kinds["new_topic"][1] / max(kinds["new_topic"][0], 1),
+        intents=len(intents), intent_accuracy=label_ok / i, action_accuracy=action_ok / i,
+        emergency_recall=caught / emergencies if emergencies else 1.0, ttft_p50_ms=_percentile(ttfts, 50),
+        latency_p50_ms=_percentile(latencies, 50), seconds=time.time() - started,
+    )

@@ -22,21 +22,27 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from assistant.audit import AuditLog, TurnRecord
 from assistant.backends import choose_backend, make_generator
 from assistant.cite import attribute
+from assistant.compose import compose, quote
 from assistant.condense import condense, is_followup
 from assistant.config import AssistantConfig
+from assistant.evidence import Evidence, EvidenceSelector
 from assistant.generate import GenerationSettings, GenerationStats, TextGenerator
 from assistant.grounding import Grounding, GroundingChecker
 from assistant.grounding_fit import grounding_weights
 from assistant.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_utterances
 from assistant.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
-from assistant.prompt import build_messages
+from assistant.prompt import build_evidence_messages, build_messages
 from assistant.redact import Redactor, public_numbers
+from assistant.routing import asks_about
 from assistant.safety import emergency_intent, only_injection, strip_injections
 from assistant.slots import extract_slots, is_affirmative
+from assistant.verify import SentenceCheck, Verifier
 from index.embed import Embedder, resolve_embedder
 from index.ingest import IngestError, load_document
 from index.search import Hit, Searcher
@@ -77,6 +83,11 @@ class Response:
     turn_id: str | None = None  # audit record id; feedback refers to it
     support: float | None = None
     checks: dict[str, float] = field(default_factory=dict)  # grounding check parts: support, coverage, retrieval
+    answer_mode: str = ""  # evidence, quote or generative (answers only)
+    evidence: list[dict] = field(default_factory=list)  # {"n", "text", "source", "title", "section", "score"}
+    sentences: list[dict] = field(default_factory=list)  # {"text", "status": verified|quoted|removed, "reason"}
+    offer: str | None = None  # a flow or handoff offered beside an answer ("how do I complain?")
+    query: str = ""  # what was searched (a follow-up condensed with the earlier topic, or the message)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -85,6 +96,14 @@ class Response:
             for s in data["sources"]
         ]
         return data
+
+
+@dataclass
+class Route:
+    prediction: Prediction
+    action: str
+    offer: str | None = None  # the flow or handoff offered beside an answer
+    probe: tuple | None = None  # evidence already found while routing: (query, evidence, pool)
 
 
 def uploads_root(data_dir: Path, pack: DomainPack) -> Path:
@@ -128,6 +147,9 @@ class UploadReport:
 
 CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
           "Ask me to connect you with a person if you need certainty._")
+EVIDENCE_MAX_TOKENS = 80
+POOL_FLOOR = 0.20  # dense cosine below which a passage does not even enter the evidence pool
+OVERRIDE_MARGIN = 0.10  # an "off-topic" message is answered only with evidence this far above the floor
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
 
@@ -180,10 +202,25 @@ class Assistant:
         self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
         self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir)
         self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))
+        self.selector = EvidenceSelector.for_store(self.searcher.store, self.embedder)
+        self.verifier = Verifier(self.embedder)
+        if len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
+            threading.Thread(target=self._warm_evidence, daemon=True).start()
         public = public_numbers([*self.pack.contacts.values(), *self.pack.replies.values()])
         self.audit = audit or AuditLog(self.config.audit_path, Redactor(allow=public))
         self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
         self.classifier.predict_one("warm-up")
+
+    def _warm_evidence(self) -> None:
+        store = self.searcher.store
+        try:
+            rows = list(range(len(store)))
+            for start in range(0, len(rows), 256):
+                records = store.chunks(rows[start:start + 256])
+                self.selector.warm([Hit(chunk_id=r["chunk_id"], source=r["source"], title=r["title"], text=r["text"],
+                                        score=0.0, headings=r["headings"]) for r in records.values()])
+        except Exception:  # noqa: BLE001 - only a warm-up: questions embed what they need themselves
+            pass
 
     @cached_property
     def generator(self) -> TextGenerator:
@@ -229,10 +266,11 @@ class Assistant:
         message = message.strip()
         if not message:
             raise ValueError("the message is empty: ask a question")
-        _ = self.generator  # the first call loads the LLM: outside the per-question timings
+        if config.answer_mode != "quote":
+            _ = self.generator  # the first call loads the LLM: outside the per-question timings
         started = time.perf_counter()
-        prediction = self.classify(message, history)
-        action = self.action_for(prediction.label)
+        route = self.route(message, history, config)
+        prediction, action, offer, probe = route.prediction, route.action, route.offer, route.probe
         intent_ms = (time.perf_counter() - started) * 1000
         label = None if prediction.label == "_followup" else prediction.label
         base = dict(intent=label, action=action, intent_confidence=round(prediction.confidence, 3),
@@ -245,7 +283,32 @@ class Assistant:
             self._record(response, message, session_id, retrieved=[], prompt_hash=None)
             yield response
             return
-        yield from self._answer(message, history, config, session_id, prediction, started, intent_ms, base)
+        if config.answer_mode == "generative":
+            yield from self._answer(message, history, config, session_id, prediction, started, intent_ms, base)
+        else:
+            yield from self._answer_evidence(message, history, config, session_id, started, intent_ms, base,
+                                             offer, probe)
+
+    def route(self, message: str, history: list[tuple[str, str]] | None = None,
+              config: AssistantConfig | None = None) -> Route:
+        """What to do with a message: the classifier's intent, then the routing rules (assistant/routing.py):
+        a question about a flow's or a handoff's topic is answered (the flow offered beside it), and a
+        message called off-topic or small talk is answered when the documents clearly answer it."""
+        config = config or self.config
+        history = history or []
+        prediction = self.classify(message, history)
+        action = self.action_for(prediction.label)
+        offer = None
+        if action in ("flow", "handoff") and asks_about(message):
+            action, offer = "answer", prediction.label
+        probe = None
+        if action in ("out_of_scope", "smalltalk") and not only_injection(message) and len(message.split()) >= 4:
+            probe = self._find_evidence(message, history, config)
+            if probe[1] and probe[1][0].score >= self.selector.weights.answerable_above + OVERRIDE_MARGIN:
+                action = "answer"
+            else:
+                probe = None
+        return Route(prediction, action, offer, probe)
 
     def _scripted(self, message: str, label: str, action: str, session_id: str | None,
                   history: list[tuple[str, str]]) -> Response:
@@ -262,6 +325,103 @@ class Assistant:
             text = self.pack.reply(reply_name or label, **extract_slots(message))
         confidence = 1.0 if action == "emergency" else None
         return Response(answer=text, done=True, ticket=ticket, confidence=confidence)
+
+    def _find_evidence(self, message: str, history: list[tuple[str, str]], config: AssistantConfig
+                       ) -> tuple[str, list[Evidence], list[Hit]]:
+        """(query searched, evidence, passage pool). After earlier turns the message is searched both as it
+        is and condensed with the earlier topic (assistant/condense.py); the stronger evidence decides, so
+        "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up."""
+        queries = [message]
+        if history:
+            condensed = self.retrieval_query(message, history)
+            if condensed != message:
+                queries.append(condensed)
+        floor = min(config.min_score, POOL_FLOOR)
+        pools = self.searcher.search_many(queries, k=config.pool_k, min_score=floor, mode=config.search_mode)
+        best: tuple[float, str, list[Evidence], list[Hit]] | None = None
+        for query, pool in zip(queries, pools, strict=True):
+            evidence = self.selector.select(query, pool) if pool else []
+            score = evidence[0].score if evidence else -1.0
+            if best is None or score > best[0]:
+                best = (score, query, evidence, pool)
+        return best[1], best[2], best[3]
+
+    def _offer(self, label: str | None) -> str:
+        if not label:
+            return ""
+        spec = self.pack.intents.get(label)
+        if spec is not None and spec.action == "handoff":
+            return "\n\n_If you would rather sort this out with someone, I can connect you with a person._"
+        return "\n\n_If this is happening to you now, tell me and I will walk you through the next steps._"
+
+    def _answer_evidence(self, message, history, config, session_id, started, intent_ms, base, offer, probe):
+        """Evidence-first answers: the selected document sentences, then (evidence mode) a short answer the
+        LLM writes from them alone, verified sentence by sentence; the quote when nothing survives."""
+        t0 = time.perf_counter()
+        query, evidence, pool = probe or self._find_evidence(message, history, config)
+        retrieval_ms = (time.perf_counter() - t0) * 1000
+        base = {**base, "answer_mode": config.answer_mode, "query": query}
+        if not evidence:
+            response = Response(answer=self.pack.reply("no_answer"), done=True, grounded=False, confidence=0.0,
+                                refused=True, **base)
+            response.latency_ms = {"intent": round(intent_ms, 1), "retrieval": round(retrieval_ms, 1),
+                                   "ttft": round((time.perf_counter() - started) * 1000, 1),
+                                   "total": round((time.perf_counter() - started) * 1000, 1)}
+            retrieved = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score,
+                          "dense_score": h.dense_score, "content_hash": h.content_hash} for h in pool[:3]]
+            self._record(response, message, session_id, retrieved=retrieved, prompt_hash=None)
+            yield response
+            return
+        order = list(dict.fromkeys(e.n for e in evidence))  # the passages that hold evidence become the sources
+        number = {old: new for new, old in enumerate(order, start=1)}
+        evidence = [replace(e, n=number[e.n]) for e in evidence]
+        hits = [pool[old - 1] for old in order]
+        sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
+                          chunk_id=h.chunk_id, section=" › ".join(h.headings), cited=True)
+                   for i, h in enumerate(hits, start=1)]
+        shown = [e.to_dict() for e in evidence]
+        quoted = [SentenceCheck(e.text, "quoted", cites=(e.n,), support=e.score) for e in evidence]
+        first = quote(evidence)
+        ttft_ms = (time.perf_counter() - started) * 1000
+        yield Response(answer=first, sources=sources, evidence=shown, sentences=[c.to_dict() for c in quoted], **base)
+        stats = GenerationStats()
+        prompt_hash = None
+        check_ms = 0.0
+        if config.answer_mode == "quote":
+            answer, statuses = first, quoted
+        else:
+            # a short answer: one or two sentences, ended at a blank line (small models loop past that)
+            settings = GenerationSettings(max_new_tokens=min(config.max_new_tokens, EVIDENCE_MAX_TOKENS),
+                                          temperature=config.temperature, stop=("\n\n",))
+            question = message if query == message or not history else f"{history[-1][0]}\n{message}"
+            messages = build_evidence_messages(self.pack.system_prompt, question,
+                                               [(e.n, e.section or e.title, e.text) for e in evidence])
+            prompt_hash = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+            text = "".join(self.generator.stream(messages, settings, stats))
+            t1 = time.perf_counter()
+            checks = self.verifier.check(text, question, [(e.n, e.text) for e in evidence])
+            answer, statuses = compose(checks, evidence)
+            check_ms = (time.perf_counter() - t1) * 1000
+        answer += self._offer(offer)
+        top = evidence[0].score
+        floor = self.selector.weights.answerable_above
+        confidence = round(float(0.5 + 0.5 * np.clip((top - floor) / 0.4, 0.0, 1.0)), 3)
+        response = Response(
+            answer=answer, sources=sources, done=True, grounded=True, confidence=confidence, support=round(top, 3),
+            evidence=shown, sentences=[c.to_dict() for c in statuses], offer=offer, **base,
+            checks={"evidence": round(top, 3), "removed": float(sum(c.status == "removed" for c in statuses)),
+                    "verified": float(sum(c.status == "verified" for c in statuses))},
+            latency_ms={"intent": round(intent_ms, 1), "retrieval": round(retrieval_ms, 1),
+                        "ttft": round(ttft_ms, 1), "generation": round(stats.total_ms, 1),
+                        "check": round(check_ms, 1), "total": round((time.perf_counter() - started) * 1000, 1)},
+            stats={"prompt_tokens": stats.prompt_tokens, "new_tokens": stats.new_tokens,
+                   "decode_ms": round(stats.total_ms - stats.ttft_ms, 1)},
+        )
+        retrieved = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "dense_score": h.dense_score,
+                      "content_hash": h.content_hash, "evidence": [e.text for e in evidence if e.n == i]}
+                     for i, h in enumerate(hits, start=1)]
+        self._record(response, message, session_id, retrieved=retrieved, prompt_hash=prompt_hash)
+        yield response
 
     def _answer(self, message, history, config, session_id, prediction, started, intent_ms, base):
         t0 = time.perf_counter()

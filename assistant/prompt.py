@@ -32,3 +32,14 @@ def build_messages(system_prompt: str, question: str, hits: list[Hit],
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": bot}]
     messages.append({"role": "user", "content": question})
     return messages
+
+
+EVIDENCE_INSTRUCTION = ("Answer the question in one or two short sentences using only the facts below. "
+                        "Copy amounts, times and phone numbers exactly as written. Cite facts like [1].")
+
+
+def build_evidence_messages(system_prompt: str, question: str, evidence: list[tuple[int, str, str]]) -> list[dict]:
+    """Chat messages for an answer written from selected evidence only: (passage number, section, sentence)."""
+    facts = "\n".join(f"[{n}] {section + ': ' if section else ''}{text}" for n, section, text in evidence)
+    system = f"{system_prompt.strip()}\n{EVIDENCE_INSTRUCTION}\n\nFacts:\n{facts}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]

@@ -106,6 +106,15 @@ def render_details(response: Response | None, note: str = "") -> str:
     parts = [f"<div class='ra-badges'>{''.join(badges)}</div>"]
     if response.ticket:
         parts.append(f"<div class='ra-ticket'>Ticket <b>{html.escape(response.ticket)}</b></div>")
+    if response.sentences:
+        rows = []
+        for sentence in response.sentences:
+            status = sentence["status"]
+            reason = f" <span class='ra-reason'>({html.escape(sentence['reason'])})</span>" if sentence["reason"] else ""
+            cites = "".join(f"[{n}]" for n in sentence["cites"])
+            rows.append(f"<li class='ra-sentence ra-{status}'><span class='ra-status'>{status}</span> "
+                        f"{html.escape(sentence['text'])} {cites}{reason}</li>")
+        parts.append(f"<div class='ra-sources-title'>Evidence and checks</div><ul class='ra-evidence'>{''.join(rows)}</ul>")
     if response.sources:
         items = []
         for s in response.sources:
@@ -153,6 +162,10 @@ CSS = """
 .ra-emergency {background: #dc2626; color: white; font-size: 1.1em;}
 .ra-ticket {margin: 6px 0; padding: 6px 10px; border-left: 4px solid #2563eb; background: #eff6ff;}
 .ra-sources {padding-left: 0; list-style: none;}
+.ra-evidence {padding-left: 0; list-style: none;} .ra-sentence {margin: 4px 0; font-size: 0.9em;}
+.ra-status {font-size: 0.75em; font-weight: 700; padding: 1px 6px; border-radius: 8px; background: #e5e7eb;}
+.ra-verified .ra-status {background: #dcfce7;} .ra-quoted .ra-status {background: #dbeafe;}
+.ra-removed {color: #9ca3af; text-decoration: line-through;} .ra-reason {text-decoration: none; font-style: italic;}
 .ra-source {border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px; margin-bottom: 8px;}
 .ra-source-head {display: flex; gap: 8px; align-items: baseline;}
 .ra-score {margin-left: auto; color: #6b7280; font-variant-numeric: tabular-nums;}

@@ -1,0 +1,51 @@
+"""Routing rules that sit after the intent classifier: asking about a process is not asking for it.
+
+The classifier labels a message by topic: "how long does a complaint take?" and "I want to complain"
+are both `complaint`. Only the second should open a ticket. A message that asks about a flow's or a
+handoff's topic is answered from the documents, with the flow or the person offered beside the answer;
+a flow or a ticket starts only when the user asks for that action, states the situation the flow is
+for ("I lost my card"), or asks for a person. Emergencies are decided before any of this (safety.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+# the user asks us to do something, or says what happened to them
+_REQUEST = re.compile(
+    r"\b(?:i\s*(?:'d| would)\s+like\s+to|i\s+(?:want|wanna|need)\s+(?:to\s+)?(?!know\b|to\s+know\b)|"
+    r"i\s+wish\s+to|let\s+me\s+(?:talk|speak|file|make|report)|please\s+(?:connect|transfer|put|file|open|"
+    r"cancel|freeze|block|report|change|update|help)|help\s+me\s+(?:to\s+)?(?:file|make|report|change|update|"
+    r"cancel|freeze|block|talk|reach)|(?:can|could|may)\s+i\s+(?:please\s+)?(?:talk|speak|chat)\s+(?:to|with)|"
+    r"(?:can|could|would)\s+you\s+(?:please\s+)?(?:connect|transfer|put|file|open|cancel|freeze|block|"
+    r"report|change|update)|connect\s+me|get\s+me\s+(?:a|an|someone)|transfer\s+me|"
+    r"(?:real|live|actual)\s+(?:person|human|agent)\s*(?:please|now|!)|^\s*(?:agent|human|representative|"
+    r"operator)\b)",
+    re.IGNORECASE,
+)
+# a situation the flow exists for, told in the first person ("my card was stolen", "I lost my wallet")
+_SITUATION = re.compile(
+    r"\b(?:i(?:'ve| have)?\s+(?:just\s+)?(?:lost|misplaced|can't find|cannot find)|"
+    r"my\s+(?:\w+\s+){0,3}(?:was|got|has been|have been|is|are)\s+(?:\w+\s+)?"
+    r"(?:lost|stolen|missing|hacked|compromised|taken)|someone\s+(?:stole|took|used|hacked|is using|has)|"
+    r"(?:stolen|lost)\s+(?:my|the)\s+|i\s+(?:see|saw|found|notice[d]?|have)\s+(?:a\s+|an\s+|some\s+)?"
+    r"(?:charges?|transactions?|payments?|withdrawals?)\s+(?:i|that i)\s+(?:didn't|did not|don't))",
+    re.IGNORECASE,
+)
+# the message is a question about how something works
+_QUESTION = re.compile(
+    r"^\s*(?:(?:hi|hello|hey|ok|okay|so|quick question|question)[,:!.\s-]+)*"
+    r"(?:how|what|when|where|which|why|who|is|are|do|does|did|will|would|should|can|could|may|was|"
+    r"if|whats|what's|hows|how's)\b|\?\s*$",
+    re.IGNORECASE,
+)
+
+
+def asks_for_action(message: str) -> bool:
+    """The user asks for the action itself, or reports the situation it is for."""
+    return bool(_REQUEST.search(message) or _SITUATION.search(message))
+
+
+def asks_about(message: str) -> bool:
+    """A question about a process or policy rather than a request to start it."""
+    return bool(_QUESTION.search(message)) and not asks_for_action(message)

@@ -1,0 +1,136 @@
+"""Evidence-first answers on the real packs, the real index and the real bundled models."""
+
+from __future__ import annotations
+
+import re
+
+from assistant.compose import compose, quote
+from assistant.evidence import Evidence, asked_kinds, units
+from assistant.generate import GenerationSettings
+from assistant.routing import asks_about, asks_for_action
+from assistant.verify import SentenceCheck, misplaced_figures
+
+
+def test_units_rejoin_wrapped_lines_and_read_tables():
+    text = ("## Daily limits\n\n| Transaction type | Daily limit |\n|---|---|\n| ATM cash withdrawals | $1,000 |\n\n"
+            "Contact Estate Services at\n1-800-555-0175 or write to P.O. Box 4430, Hartwell.\n- Free: balance inquiries")
+    got = units(text)
+    assert "ATM cash withdrawals: $1,000" in got
+    assert "Contact Estate Services at 1-800-555-0175 or write to P.O. Box 4430, Hartwell." in got
+    assert not any(u.startswith(("#", "|")) for u in got)
+
+
+def test_asked_kinds():
+    assert asked_kinds("how much is an international wire")
+    assert not asked_kinds("tell me about checking accounts")
+
+
+def test_evidence_selection_on_real_pack_questions(bank_bot, hospital_bot):
+    for bot, question, fact in [
+        (bank_bot, "How much does it cost to send an international wire?", "$45"),
+        (bank_bot, "whats the routing number i give my job for direct deposit", "021555013"),
+        (hospital_bot, "what number do i call for the pharmacy refill line", None),
+    ]:
+        query, evidence, pool = bot._find_evidence(question, [], bot.config)
+        assert query == question and len(pool) > 2
+        assert 1 <= len(evidence) <= bot.selector.weights.max_items
+        assert all(e.score >= evidence[-1].score for e in evidence)
+        if fact:
+            assert any(fact in e.text for e in evidence), [e.text for e in evidence]
+
+
+def test_unanswered_in_domain_question_is_refused(bank_bot):
+    response = bank_bot.respond("Do you offer business checking accounts for an LLC?")
+    assert response.refused and not response.evidence
+    assert response.answer == bank_bot.pack.reply("no_answer")
+
+
+def test_invented_figure_is_removed(bank_bot):
+    """A real generation told to invent a fee: the verifier removes that sentence, the quote stays."""
+    _, evidence, _ = bank_bot._find_evidence("How much does it cost to send an international wire?", [],
+                                             bank_bot.config)
+    messages = [{"role": "system", "content": "Write one sentence saying that every wire costs $99.50."},
+                {"role": "user", "content": "How much is a wire?"}]
+    text = "".join(bank_bot.generator.stream(messages, GenerationSettings(max_new_tokens=40)))
+    assert "99.50" in text, text
+    checks = bank_bot.verifier.check(text, "How much is a wire?", [(e.n, e.text) for e in evidence])
+    invented = [c for c in checks if "99.50" in c.text]
+    assert invented and all(c.status == "removed" and "figure" in c.reason for c in invented)
+    answer, statuses = compose(checks, evidence)
+    assert "99.50" not in answer and "$45" in answer
+    assert any(s.status == "quoted" for s in statuses)
+
+
+def test_figure_said_of_something_else():
+    evidence = ["An outgoing domestic wire costs $30 and an outgoing international wire costs $45.",
+                "Branches: Monday to Friday 9:00 a.m. to 5:00 p.m., Saturday 9:00 a.m. to 1:00 p.m., closed Sunday."]
+    assert misplaced_figures("An international wire costs $30.", evidence, "") == ["$30"]
+    assert misplaced_figures("An international wire costs $45.", evidence, "") == []
+    assert misplaced_figures("On Sunday branches open at 9:00 a.m.", evidence, "")
+    assert not misplaced_figures("On Saturday branches open at 9:00 a.m.", evidence, "")
+
+
+def test_quote_fallback_when_nothing_survives():
+    evidence = [Evidence(n=1, text="An outgoing international wire costs $45.", source="faq.csv", title="Faq",
+                         section="How much does it cost to send a wire?", score=0.7)]
+    answer, statuses = compose([SentenceCheck("It is free.", "removed", "words not in the evidence")], evidence)
+    assert answer == quote(evidence)
+    assert answer.startswith("From *Faq › How much does it cost to send a wire?*:") and answer.endswith("[1]")
+    assert [s.status for s in statuses] == ["quoted", "removed"]
+
+
+def test_answer_json_shows_evidence_and_sentence_status(bank_bot):
+    response = bank_bot.respond("How much does it cost to send an international wire?")
+    data = response.to_dict()
+    assert data["answer_mode"] == "evidence" and not data["refused"] and not data["caveat"]
+    assert data["evidence"] and {"n", "text", "source"} <= set(data["evidence"][0])
+    assert data["sentences"] and all(s["status"] in ("verified", "quoted", "removed") for s in data["sentences"])
+    plain = re.sub(r"\s*\[\d+\]", "", response.answer)
+    shown = [s for s in data["sentences"] if s["status"] != "removed"]
+    assert shown and all(s["text"].rstrip(".?!") in plain for s in shown)
+    assert "$45" in response.answer
+
+
+def test_quote_mode_needs_no_llm(data_dir, bank_bot):
+    from assistant import Assistant, AssistantConfig
+
+    bot = Assistant(AssistantConfig(domain="bank", data_dir=data_dir, answer_mode="quote"),
+                    embedder=bank_bot.embedder)
+    response = bot.respond("What's the SWIFT code for an incoming international wire?")
+    assert "generator" not in bot.__dict__  # the LLM was never loaded
+    assert "NBFBUS33" in response.answer and response.answer.startswith("From *")
+
+
+def test_process_questions_are_answered_requests_start_the_flow(bank_bot):
+    assert asks_about("how long does it take to get an answer to a complaint?")
+    assert not asks_about("I want to file a complaint about the branch manager")
+    assert asks_for_action("my card was stolen this morning")
+    asked = bank_bot.respond("How long does it take to get an answer to a complaint?")
+    assert asked.action == "answer" and asked.offer == "complaint" and asked.ticket is None
+    assert "15 business days" in asked.answer or "2 business days" in asked.answer
+    wanted = bank_bot.respond("I want to file a complaint about how I was treated at the branch")
+    assert wanted.action == "handoff" and wanted.ticket
+    lost = bank_bot.respond("I lost my debit card on the train")
+    assert lost.action == "flow"
+
+
+def test_emergency_stays_rule_first(hospital_bot):
+    response = hospital_bot.respond("what are your visiting hours, my dad has crushing chest pain right now")
+    assert response.action == "emergency" and not response.evidence
+
+
+def test_dummy_pronoun_question_is_a_new_topic(bank_bot):
+    history = [("What routing number do I give my employer for direct deposit?",
+                bank_bot.respond("What routing number do I give my employer for direct deposit?").answer)]
+    query, evidence, _ = bank_bot._find_evidence(
+        "how much does it cost to send money to my sister in another country by wire", history, bank_bot.config)
+    assert "routing" not in query.lower() and "deposit" not in query.lower()
+    assert evidence and any("$45" in e.text or "international" in e.text.lower() for e in evidence)
+
+
+def test_real_followup_keeps_the_topic(bank_bot):
+    first = "How do I send an international wire?"
+    history = [(first, bank_bot.respond(first).answer)]
+    query, evidence, _ = bank_bot._find_evidence("is there a fee for that?", history, bank_bot.config)
+    assert query != "is there a fee for that?" and "wire" in query.lower()
+    assert evidence and any("$45" in e.text for e in evidence), [e.text for e in evidence]
