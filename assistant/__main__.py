@@ -52,6 +52,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "generative: the LLM reads whole passages (the old path, for strong served models)")
     p.add_argument("--pool-k", type=int, default=defaults["pool_k"].default,
                    help="passages retrieved for evidence selection")
+    p.add_argument("--pool-min-score", type=float, default=defaults["pool_min_score"].default,
+                   help="evidence pool: passages below this similarity are not considered")
     add_backend_args(p)
 
 
@@ -163,22 +165,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from assistant.evaluate import evaluate
+    from assistant.evaluate import evaluate, evaluate_dev
     from assistant.pipeline import Assistant
 
     reports, generator, embedder, dumped = [], None, None, []
     for domain in [args.domain] if args.domain else available_packs():
         config = config_from(argparse.Namespace(**{**vars(args), "domain": domain}))
         bot = Assistant(config, generator=generator, embedder=embedder)
-        generator, embedder = bot.generator, bot.embedder
-        reports.append(evaluate(bot, limit=args.limit, progress=not args.json, dump=dumped))
+        if config.answer_mode != "quote":
+            generator = bot.generator
+        embedder = bot.embedder
+        if args.set in ("eval", "both"):
+            reports.append(("eval", evaluate(bot, limit=args.limit, progress=not args.json, dump=dumped)))
+        if args.set in ("dev", "both") and (bot.pack.root / "dev").is_dir():
+            reports.append(("dev", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped)))
     if args.dump:
         Path(args.dump).write_text("".join(json.dumps(d) + "\n" for d in dumped))
     if args.json:
-        print(json.dumps([r.to_dict() for r in reports], indent=2))
+        print(json.dumps([{"set": name, **r.to_dict()} for name, r in reports], indent=2))
     else:
-        for report in reports:
-            print(f"\n== {report.domain} ==\n{report.table()}")
+        for name, report in reports:
+            title = "customer-phrased dev set" if name == "dev" else "eval set (written beside the code)"
+            print(f"\n== {report.domain}: {title} ==\n{report.table()}")
     return 0
 
 
@@ -247,6 +255,8 @@ def parser() -> argparse.ArgumentParser:
     add_config_args(ev)
     ev.set_defaults(domain=None)
     ev.add_argument("--limit", type=int, default=None, help="at most N questions of each set")
+    ev.add_argument("--set", default="both", choices=("eval", "dev", "both"),
+                    help="dev: the customer-phrased set written from the documents only (never fitted on)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--dump", default=None, help="write every answer's confidence features to this JSONL file")
     ev.set_defaults(func=cmd_eval)

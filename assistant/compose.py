@@ -2,8 +2,9 @@
 
 - `quote`: the evidence itself, "From *Debit cards › ATM fees*: "…" [1]", one line per source.
 - `compose`: the verified sentences of the generated answer, each with its citation; when none
-  survives, the quote; when the survivors leave out a figure of the best evidence sentence (the
-  amount, time or number the customer most likely asked for), the quote of that sentence follows.
+  survives, the quote. Every evidence sentence is either carried by a verified sentence (cited by it,
+  with all of its figures stated) or quoted after the answer, so no evidence the customer needs is
+  dropped by a paraphrase that left it out.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def quote(evidence: list[Evidence]) -> str:
 
 
 def _sentence(text: str) -> str:
-    text = text.strip()
+    text = text.strip().rstrip(";,")
     return text if text[-1:] in ".!?:" else f"{text}."
 
 
@@ -39,12 +40,12 @@ def compose(checks: list[SentenceCheck], evidence: list[Evidence]) -> tuple[str,
         quoted = [SentenceCheck(e.text, "quoted", cites=(e.n,), support=e.score) for e in evidence]
         return quote(evidence), quoted + removed
     text = " ".join(_cited(c) for c in verified)
-    parts = [text]
-    statuses = list(verified)
-    top = evidence[0]
-    if _figures(top.text) and not (_figures(top.text) & _figures(text)):
-        parts.append(quote([top]))
-        statuses.append(SentenceCheck(top.text, "quoted", cites=(top.n,), support=top.score))
+    cited = {n for c in verified for n in c.cites}
+    said = _figures(text)
+    # every evidence sentence is either carried by a verified sentence (cited, its figures all stated) or quoted
+    rest = [e for e in evidence if e.n not in cited or not _figures(e.text) <= said]
+    statuses = list(verified) + [SentenceCheck(e.text, "quoted", cites=(e.n,), support=e.score) for e in rest]
+    parts = [text] + ([quote(rest)] if rest else [])
     return "\n\n".join(parts), statuses + removed
 
 

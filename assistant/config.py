@@ -40,6 +40,7 @@ class AssistantConfig:
     grounding: str | None = None  # weights from `python -m assistant fit-grounding` (default: the shipped ones)
     answer_mode: str = "evidence"  # evidence (default), quote (no LLM) or generative (the LLM reads whole passages)
     pool_k: int = 12  # passages retrieved for evidence selection (the model reads only the evidence)
+    pool_min_score: float = 0.20  # cosine floor for the evidence pool (evidence selection then decides)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
@@ -54,6 +55,8 @@ class AssistantConfig:
             raise ValueError(f"--gguf-quant must be auto, as-is, q8_0 or q4_0 (got {self.gguf_quant})")
         if self.answer_mode not in ANSWER_MODES:
             raise ValueError(f"--answer-mode must be one of {', '.join(ANSWER_MODES)} (got {self.answer_mode})")
+        if not -1.0 <= self.pool_min_score <= 1.0:
+            raise ValueError(f"--pool-min-score is a cosine similarity between -1 and 1 (got {self.pool_min_score})")
         if not 1 <= self.pool_k <= 100:
             raise ValueError(f"--pool-k must be between 1 and 100 (got {self.pool_k})")
         if self.request_timeout <= 0 or self.retries < 0:

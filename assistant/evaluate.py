@@ -156,8 +156,8 @@ def evaluate(bot: Assistant, limit: int | None = None, progress: bool = True,
             checks.append(response.latency_ms["check"])
         if "ttft" in response.latency_ms:
             ttfts.append(response.latency_ms["ttft"])
-            tokens += response.stats["new_tokens"]
-            decode_seconds += response.stats["decode_ms"] / 1000
+            tokens += response.stats.get("new_tokens", 0)
+            decode_seconds += response.stats.get("decode_ms", 0.0) / 1000
     for q in tqdm(unanswerable, desc=f"{bot.pack.name} unanswerable", disable=not progress):
         response = bot.respond(q["question"])
         dump.append(_features(response, "unanswerable", q["question"], bot.pack.name))
@@ -251,10 +251,12 @@ def _states(response, facts: list[str]) -> bool:
 
 
 def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True,
-                 dump: list | None = None) -> DevReport:
-    """The customer-phrased dev set, end to end: answers, retrieval at each stage, follow-ups, routing."""
+                 dump: list | None = None, split: str = "dev") -> DevReport:
+    """The customer-phrased dev set, end to end: answers, retrieval at each stage, follow-ups, routing.
+
+    `split="fit"` runs the same measures on the fitting set (for trying a change before reporting on dev)."""
     started = time.time()
-    root = bot.pack.root / "dev"
+    root = bot.pack.root / split
     answerable = _read_jsonl(root / "questions.jsonl")[:limit]
     unanswerable = _read_jsonl(root / "unanswerable.jsonl")[:limit]
     dialogues = _read_jsonl(root / "followups.jsonl")[:limit]
@@ -264,7 +266,7 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
     c = dict.fromkeys(("stated", "wrong", "caveat", "refused", "top2", "pool", "fact_pool", "fact_ev"), 0)
     ttfts, latencies = [], []
     norm = lambda t: " ".join(t.lower().split())  # noqa: E731
-    for q in tqdm(answerable, desc=f"{bot.pack.name} dev answerable", disable=not progress):
+    for q in tqdm(answerable, desc=f"{bot.pack.name} {split} answerable", disable=not progress):
         facts = [norm(f) for f in q["expected"]]
         _, evidence, pool = bot._find_evidence(q["question"], [], config)
         top2 = bot.searcher.search(q["question"], k=2, min_score=config.min_score, mode=config.search_mode)
@@ -282,14 +284,14 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
         latencies.append(response.latency_ms["total"])
         if "ttft" in response.latency_ms:
             ttfts.append(response.latency_ms["ttft"])
-        dump.append({**_features(response, "dev-answerable", q["question"], bot.pack.name), "stated": stated})
+        dump.append({**_features(response, f"{split}-answerable", q["question"], bot.pack.name), "stated": stated})
     handled = 0
-    for q in tqdm(unanswerable, desc=f"{bot.pack.name} dev unanswerable", disable=not progress):
+    for q in tqdm(unanswerable, desc=f"{bot.pack.name} {split} unanswerable", disable=not progress):
         response = bot.respond(q["question"])
         handled += response.refused or response.caveat or response.action != "answer"
-        dump.append(_features(response, "dev-unanswerable", q["question"], bot.pack.name))
+        dump.append(_features(response, f"{split}-unanswerable", q["question"], bot.pack.name))
     kinds = {"followup": [0, 0], "new_topic": [0, 0]}
-    for q in tqdm(dialogues, desc=f"{bot.pack.name} dev dialogues", disable=not progress):
+    for q in tqdm(dialogues, desc=f"{bot.pack.name} {split} dialogues", disable=not progress):
         turns: list[tuple[str, str]] = []
         for earlier in q["history"]:
             turns.append((earlier, bot.respond(earlier, turns).answer))
@@ -297,9 +299,9 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
         kind = kinds[q.get("kind", "followup")]
         kind[0] += 1
         kind[1] += _states(response, q.get("expected", []))
-        dump.append(_features(response, f"dev-{q.get('kind', 'followup')}", q["question"], bot.pack.name))
+        dump.append(_features(response, f"{split}-{q.get('kind', 'followup')}", q["question"], bot.pack.name))
     label_ok = action_ok = emergencies = caught = 0
-    for q in tqdm(intents, desc=f"{bot.pack.name} dev intents", disable=not progress):
+    for q in tqdm(intents, desc=f"{bot.pack.name} {split} intents", disable=not progress):
         route = bot.route(q["text"], [], config)
         label_ok += route.prediction.label == q["label"]
         action_ok += route.action == q["action"]

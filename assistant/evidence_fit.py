@@ -29,10 +29,8 @@ def _read(path) -> list[dict]:
 def collect(bot, split: str = "eval") -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
     """Signals of every unit in the pool of each answerable question (with which hold a fact), and of
     each unanswerable question."""
-    from assistant.pipeline import POOL_FLOOR
-
     config = bot.config
-    floor = min(config.min_score, POOL_FLOOR)
+    floor = config.pool_min_score
 
     def signals(question: str):
         pool = bot.searcher.search(question, k=config.pool_k, min_score=floor, mode=config.search_mode)
@@ -52,10 +50,8 @@ def collect(bot, split: str = "eval") -> tuple[list[tuple[np.ndarray, np.ndarray
 
 def collect_features(bot, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Answerability features (evidence.ANSWERABLE_FEATURES) of each question, with 1 = answerable."""
-    from assistant.pipeline import POOL_FLOOR
-
     config = bot.config
-    floor = min(config.min_score, POOL_FLOOR)
+    floor = config.pool_min_score
     xs, ys = [], []
     for name, label in (("questions.jsonl", 1), ("unanswerable.jsonl", 0)):
         for q in _read(bot.pack.root / split / name):
@@ -101,6 +97,20 @@ def evaluate_weights(w: np.ndarray, answerable, unanswerable, max_refused: float
     hit = float((np.array(hits) & answered).mean())
     return {"hit": hit, "unanswerable_refused": refused, "threshold": threshold,
             "answerable_refused": float((~answered).mean()), "objective": hit + 0.5 * refused}
+
+
+def chosen_hits(w: np.ndarray, answerable, within: float, most: int) -> dict:
+    """With the units scoring within `within` of the best kept (at most `most`): how often one holds the fact."""
+    hits, sizes = 0, []
+    for x, holds in answerable:
+        if len(x) == 0:
+            continue
+        s = x @ w
+        order = np.argsort(-s)[:most]
+        kept = [j for j in order if s[j] >= s[order[0]] - within]
+        hits += bool(holds[kept].any())
+        sizes.append(len(kept))
+    return {"hit": round(hits / max(len(answerable), 1), 3), "mean_items": round(float(np.mean(sizes)), 2)}
 
 
 def fit(answerable, unanswerable, max_refused: float = 0.08, step: float = 0.1) -> tuple[np.ndarray, dict]:
@@ -151,6 +161,10 @@ def main(args: argparse.Namespace) -> int:
     fitted = replace(shipped, **dict(zip(SIGNALS, map(float, w), strict=True)),
                      answerable_above=round(result["threshold"], 3))
     print("fitted:", json.dumps(result))
+    for within in (0.0, 0.03, 0.06, 0.1, 0.15):
+        for most in (2, 3, 4):
+            print(f"keep_within {within}, max_items {most}:",
+                  json.dumps(chosen_hits(w0, answerable, within, most)))
     print(json.dumps(asdict(fitted)))
     return 0
 

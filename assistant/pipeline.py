@@ -148,7 +148,6 @@ class UploadReport:
 CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
           "Ask me to connect you with a person if you need certainty._")
 EVIDENCE_MAX_TOKENS = 80
-POOL_FLOOR = 0.20  # dense cosine below which a passage does not even enter the evidence pool
 OVERRIDE_MARGIN = 0.10  # an "off-topic" message is answered only with evidence this far above the floor
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
@@ -336,8 +335,8 @@ class Assistant:
             condensed = self.retrieval_query(message, history)
             if condensed != message:
                 queries.append(condensed)
-        floor = min(config.min_score, POOL_FLOOR)
-        pools = self.searcher.search_many(queries, k=config.pool_k, min_score=floor, mode=config.search_mode)
+        pools = self.searcher.search_many(queries, k=config.pool_k, min_score=config.pool_min_score,
+                                          mode=config.search_mode)
         best: tuple[float, str, list[Evidence], list[Hit]] | None = None
         for query, pool in zip(queries, pools, strict=True):
             evidence = self.selector.select(query, pool) if pool else []
@@ -403,6 +402,8 @@ class Assistant:
             answer, statuses = compose(checks, evidence)
             check_ms = (time.perf_counter() - t1) * 1000
         answer += self._offer(offer)
+        shown_in_answer = {n for c in statuses if c.status != "removed" for n in c.cites}
+        sources = [replace(s, cited=s.n in shown_in_answer) for s in sources]
         top = evidence[0].score
         floor = self.selector.weights.answerable_above
         confidence = round(float(0.5 + 0.5 * np.clip((top - floor) / 0.4, 0.0, 1.0)), 3)

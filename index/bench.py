@@ -2,13 +2,17 @@
 
     python -m index.bench [--data ../shared/data/medquad_dev] [--part quality,build,latency]
                           [--sizes 1000,10000,100000] [--queries 200] [--json FILE]
+    python -m index.bench --part quality [--fit] [--noisy index/devsets/medquad_noisy.jsonl]
 
-Quality: Recall@5 / MRR@10 / nDCG@10 for bm25, dense, hybrid (and hybrid+rerank when a reranker is
-configured) on MedQuAD dev, plus reciprocal-rank fusion as the naive baseline and the fusion weight
-tuned on even-numbered questions and reported on odd ones. Build: chunks/s for sentence-transformers
-and the int8 ONNX encoder side by side on the same 300-character chunks, and a full index build.
-Latency: p50/p95 per query including the query embedding, exact flat vs HNSW, at each size; larger
-sizes are made from the real chunk vectors plus noise.
+Quality: Recall@5 / MRR@10 / nDCG@10 for bm25, dense, hybrid with the fixed 50/50 fusion, the
+adaptive hybrid (the default) and hybrid+rerank when a reranker is configured, on all MedQuAD dev
+questions, plus reciprocal-rank fusion as the naive baseline. Then the same modes on sets nothing was
+fitted on: the odd-numbered questions as written, the same rewritten in a consumer's voice by
+index/noisy.py, and the hand-written consumer messages of index/devsets/. `--fit` refits the adaptive
+fusion on the even-numbered questions first (index/fit_fusion.py) and reports with the new parameters.
+Build: chunks/s for sentence-transformers and the int8 ONNX encoder side by side on the same
+300-character chunks, and a full index build. Latency: p50/p95 per query including the query
+embedding, exact flat vs HNSW, at each size; larger sizes are made from the real chunk vectors plus noise.
 """
 
 from __future__ import annotations
@@ -19,18 +23,22 @@ import math
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from index.embed import Embedder
 from index.evaluate import doc_metrics, evaluate, format_table, load_questions
+from index.fit_fusion import grid_table, run_fit
+from index.noisy import noisy_questions
 from index.quiet import quiet_libraries
 from index.rerank import reranker_available, resolve_reranker
-from index.search import FusionConfig, Searcher
+from index.search import FEATURES, FusionConfig, Searcher
 from index.store import IndexStore, build_index, make_vector_index
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medquad_dev"
+NOISY_DEVSET = Path(__file__).resolve().parent / "devsets" / "medquad_noisy.jsonl"
 
 
 def bench_cache() -> Path:
@@ -83,40 +91,84 @@ def rrf_metrics(searcher: Searcher, questions: list[dict], k: int = 60) -> dict[
     return {key: statistics.mean(m[key] for m in per) for key in per[0]}
 
 
+def heldout_sets(args, questions: list[dict]) -> dict[str, list[dict]]:
+    """Question sets nothing was fitted on: odd-numbered questions as written and rewritten by
+    index/noisy.py, and the hand-written consumer messages (when the file is there)."""
+    odd = questions[1::2]
+    sets = {"clean odd": odd, "noisy odd (generated)": noisy_questions(odd)}
+    if args.noisy.is_file():
+        sets["noisy hand-written"] = load_questions(args.noisy)
+    else:
+        print(f"(no hand-written noisy set at {args.noisy}: pass --noisy FILE to add it)")
+    return sets
+
+
 def part_quality(args, embedder: Embedder, results: dict) -> None:
     store, build = medquad_index(args.data, embedder)
     questions = load_questions(args.data / "questions.jsonl")
     reranker = resolve_reranker() if reranker_available() else None
-    searcher = Searcher(store, embedder, reranker=reranker)
+    adaptive = run_fit(Searcher(store, embedder), args.data) if args.fit else FusionConfig()
+    searcher = Searcher(store, embedder, reranker=reranker, fusion=adaptive)
+    fixed = Searcher(store, embedder, fusion=FusionConfig(adaptive=False))
     modes = ["bm25", "dense", "hybrid"] + (["hybrid+rerank"] if reranker else [])
     evals = evaluate(searcher, questions, modes)
+    evals.insert(2, replace(evaluate(fixed, questions, ["hybrid"])[0], mode="hybrid-fixed"))
     rrf = rrf_metrics(searcher, questions)
     ambiguous, ceiling = ambiguity_ceiling(args.data, questions)
-    odd, even = questions[1::2], questions[0::2]
-    sweep = []
-    for weight in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        tuned = Searcher(store, embedder, fusion=FusionConfig(dense_weight=weight))
-        tune = evaluate(tuned, even, ["hybrid"])[0].metrics["ndcg@10"]
-        held = evaluate(tuned, odd, ["hybrid"])[0].metrics["ndcg@10"]
-        sweep.append({"dense_weight": weight, "ndcg_tune_even": round(tune, 4), "ndcg_heldout_odd": round(held, 4)})
-    dense_odd = evaluate(searcher, odd, ["dense"])[0].metrics["ndcg@10"]
-    results["quality"] = {"questions": len(questions), "index": build,
-                          "modes": [r.to_dict() for r in evals],
-                          "rrf": {k: round(v, 4) for k, v in rrf.items()},
-                          "ambiguous_questions": ambiguous, "ndcg_ceiling": round(ceiling, 4),
-                          "weight_sweep": sweep, "dense_ndcg_heldout_odd": round(dense_odd, 4),
-                          "reranker": reranker.spec if reranker else None}
     print(f"\n## Retrieval quality: MedQuAD dev, {len(questions)} questions, {build['chunks']} chunks\n")
     print(format_table(evals))
     print(f"{'rrf (k=60)':<16}{rrf['recall@5']:>10.4f}{rrf['mrr@10']:>10.4f}{rrf['ndcg@10']:>10.4f}")
     print(f"\n{ambiguous} questions head a section in more than one document; a retriever that cannot tell "
           f"those apart can expect at most nDCG@10 {ceiling:.4f}.")
-    print("\nfusion weight (dense share): nDCG@10 tuned on even questions / held out on odd")
-    for row in sweep:
-        print(f"  {row['dense_weight']:.1f}: {row['ndcg_tune_even']:.4f} / {row['ndcg_heldout_odd']:.4f}")
-    print(f"  dense alone on odd questions: {dense_odd:.4f}")
+    heldout = {name: heldout_quality(searcher, fixed, qs) for name, qs in heldout_sets(args, questions).items()}
+    print("\n## Held out (the fusion was fitted on even-numbered questions): nDCG@10 / Recall@5 / MRR@10\n")
+    print(heldout_table(heldout))
+    print(f"\nadaptive fusion: bias {searcher.fusion.bias}, coefs {searcher.fusion.coefs} ({', '.join(FEATURES)})")
     if not reranker:
         print("(no reranker configured: set RA_RERANKER to a cross-encoder to add hybrid+rerank)")
+    results["quality"] = {"questions": len(questions), "index": build,
+                          "modes": [r.to_dict() for r in evals],
+                          "rrf": {k: round(v, 4) for k, v in rrf.items()},
+                          "ambiguous_questions": ambiguous, "ndcg_ceiling": round(ceiling, 4),
+                          "heldout": heldout, "fusion": asdict(searcher.fusion),
+                          "reranker": reranker.spec if reranker else None}
+
+
+HELDOUT_MODES = {"bm25": "bm25", "dense": "dense", "hybrid-fixed": "hybrid, fixed 0.5",
+                 "hybrid": "hybrid, adaptive (default)"}
+
+
+def heldout_quality(searcher: Searcher, fixed: Searcher, questions: list[dict]) -> dict:
+    """Metrics per mode on one set, the adaptive gain over the best single mode (paired standard error),
+    and the best any per-query weight could do (each question's best weight on the grid, in hindsight)."""
+    runs = evaluate(searcher, questions, ["bm25", "dense", "hybrid"])
+    runs.insert(2, replace(evaluate(fixed, questions, ["hybrid"])[0], mode="hybrid-fixed"))
+    by_mode = {r.mode: r for r in runs}
+    best = max(("bm25", "dense"), key=lambda m: by_mode[m].metrics["ndcg@10"])
+    gain = np.array([a["ndcg@10"] - b["ndcg@10"] for a, b in
+                     zip(by_mode["hybrid"].per_question, by_mode[best].per_question, strict=True)])
+    oracle = float(grid_table(searcher, questions).ndcg.max(1).mean())
+    return {"questions": len(questions),
+            "modes": {m: {k: round(v, 4) for k, v in r.metrics.items()} for m, r in by_mode.items()},
+            "best_single": best, "adaptive_gain_ndcg": round(float(gain.mean()), 4),
+            "adaptive_gain_se": round(float(gain.std() / math.sqrt(len(gain))), 4),
+            "oracle_weight_ndcg": round(oracle, 4)}
+
+
+def heldout_table(heldout: dict[str, dict]) -> str:
+    names = list(heldout)
+    lines = ["| mode | " + " | ".join(f"{n} ({heldout[n]['questions']})" for n in names) + " |",
+             "|---" * (len(names) + 1) + "|"]
+    for mode, label in HELDOUT_MODES.items():
+        cells = [heldout[n]["modes"][mode] for n in names]
+        lines.append(f"| {label} | " + " | ".join(f"{c['ndcg@10']:.4f} / {c['recall@5']:.4f} / {c['mrr@10']:.4f}"
+                                                  for c in cells) + " |")
+    lines.append("| adaptive − best single mode (nDCG@10 ± s.e.) | " + " | ".join(
+        f"{heldout[n]['adaptive_gain_ndcg']:+.4f} ± {heldout[n]['adaptive_gain_se']:.4f} vs {heldout[n]['best_single']}"
+        for n in names) + " |")
+    lines.append("| best weight per question, in hindsight (nDCG@10 bound) | " + " | ".join(
+        f"{heldout[n]['oracle_weight_ndcg']:.4f}" for n in names) + " |")
+    return "\n".join(lines)
 
 
 def chunks_300(data: Path, n: int) -> list[str]:
@@ -251,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=200, help="questions timed per latency row")
     p.add_argument("--build-chunks", type=int, default=1500)
     p.add_argument("--build-docs", type=int, default=60)
+    p.add_argument("--noisy", type=Path, default=NOISY_DEVSET, help="hand-written noisy questions (JSONL)")
+    p.add_argument("--fit", action="store_true",
+                   help="refit the adaptive fusion on even-numbered questions first and report with it")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]

@@ -64,6 +64,7 @@ class BM25Index:
 
     def __init__(self, retriever, vocab: dict[str, int]):
         self.retriever, self.vocab = retriever, vocab
+        self._term_max: np.ndarray | None = None  # best score of each term in any chunk, for ceiling()
 
     @classmethod
     def build(cls, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
@@ -89,6 +90,22 @@ class BM25Index:
         if not ids or not len(self):
             return np.zeros(len(self), dtype=np.float32)
         return np.asarray(self.retriever.get_scores_from_ids(ids), dtype=np.float32)
+
+    def ceiling(self, terms: list[str]) -> float:
+        """BM25 score of an ideal chunk that matched every term as well as that term's best chunk does.
+
+        A query's best score over this ceiling says how much of the query one chunk can explain: near 1
+        for a keyword query, low for a chatty message whose words are spread over unrelated chunks.
+        """
+        if not len(self):
+            return 0.0
+        if self._term_max is None:
+            indptr, data = self.retriever.scores["indptr"], self.retriever.scores["data"]
+            self._term_max = np.zeros(len(indptr) - 1, dtype=np.float32)
+            present = np.diff(indptr) > 0
+            self._term_max[present] = np.maximum.reduceat(data, indptr[:-1][present])
+        ids = [self.vocab[t] for t in terms if t in self.vocab]
+        return float(self._term_max[ids].sum()) if ids else 0.0
 
     def top(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the k best documents with a positive score, best first."""

@@ -1,10 +1,15 @@
-"""Search an index: dense (FAISS), BM25 (bm25s), tuned hybrid fusion, optional cross-encoder rerank.
+"""Search an index: dense (FAISS), BM25 (bm25s), adaptive hybrid fusion, optional cross-encoder rerank.
 
 Hybrid search takes the top `depth` candidates of each retriever, scores every candidate with both
 (exact cosine from the stored vectors, BM25 from the keyword index), scales the BM25 scores by the
-query's best BM25 score and mixes the two with a fixed weight. The weight, depth and scaling were
-tuned on the MedQuAD development questions (see `make bench-index` and the README); reciprocal-rank
-fusion came out below dense search alone there.
+query's best BM25 score and mixes the two: `w * cosine + (1 - w) * bm25 / best_bm25`. The dense weight
+`w` is set per query from a few features of the query and of both result lists (`FEATURES`): a long,
+chatty message whose words BM25 scatters over unrelated passages leans on dense search (w near 0.85),
+a short keyword query on which both retrievers agree mixes more evenly (w near 0.6). The small logistic
+model behind it was fitted by `python -m index.fit_fusion` on MedQuAD questions, as written and
+rewritten in a consumer's voice; `FusionConfig(adaptive=False)` gives the fixed 50/50 fusion, tuned on
+clean questions only, which loses 0.09 nDCG@10 to dense search on noisy ones. Reciprocal-rank fusion
+came out below score fusion on MedQuAD.
 
 Every hit carries its dense cosine; `min_score` applies to it, so "nothing relevant" means the same
 thing in every mode.
@@ -17,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from index.bm25 import tokenize
 from index.embed import Embedder
 from index.rerank import Reranker
 from index.store import IndexStore
@@ -27,14 +33,71 @@ DEFAULT_MIN_SCORE = 0.30
 MODES = ("hybrid", "dense", "bm25")
 
 
+# Per-query features of the adaptive fusion, in the order of FusionConfig.coefs; all free of the corpus's
+# score scale, so that a model fitted on one index carries over to another.
+FEATURES = ("log_terms", "overlap10", "coverage")
+
+
+def query_features(n_terms: int, dense_rows: np.ndarray, bm25_rows: np.ndarray, bm25_best: float,
+                   bm25_ceiling: float) -> np.ndarray:
+    """FEATURES of one query, from its BM25 term count and both retrievers' rankings (best first).
+
+    log_terms: log2(1 + query terms after stopwords); overlap10: share of the dense top 10 also in the BM25
+    top 10 (the two agree); coverage: best BM25 score / BM25Index.ceiling (how much of the query one chunk
+    explains: a chatty message scatters its words over chunks that have nothing to do with the answer).
+    """
+    top = max(1, min(10, len(dense_rows)))
+    overlap = len(set(dense_rows[:10].tolist()) & set(bm25_rows[:10].tolist())) / top
+    coverage = bm25_best / bm25_ceiling if bm25_ceiling > 0 else 0.0
+    return np.array([np.log2(1 + n_terms), overlap, coverage], dtype=np.float64)
+
+
 @dataclass
 class FusionConfig:
-    """How hybrid search mixes dense and BM25 scores (tuned on MedQuAD dev; see module doc)."""
+    """How hybrid search mixes dense and BM25 scores (see the module doc).
 
-    dense_weight: float = 0.5
+    adaptive: dense weight = sigmoid(bias + coefs . query_features) per query; otherwise `dense_weight`.
+    """
+
+    adaptive: bool = True
+    dense_weight: float = 0.5  # the fixed weight: best on clean MedQuAD questions (even ones), 0.3-0.8 swept
+    # Fitted by `python -m index.fit_fusion` on MedQuAD dev's even-numbered questions, 2,304 as written and
+    # their 2,304 index/noisy.py rewrites (seed 0): more query terms -> more dense, more agreement between
+    # the two top 10s -> more BM25. Held-out nDCG@10 (`make bench-index`), adaptive / fixed 0.5 / dense:
+    # odd questions 0.9657 / 0.9670 / 0.9592; their noisy rewrites 0.8678 / 0.7618 / 0.8512; the 180
+    # hand-written consumer messages of index/devsets 0.9403 / 0.8964 / 0.9437.
+    bias: float = 0.2299
+    coefs: tuple[float, ...] = (0.452, -2.9639, 0.7966)
     depth: int = 50
     rerank_depth: int = 20
     rerank_weight: float = 0.7  # share of the final score taken by the cross-encoder
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dense_weight <= 1:
+            raise ValueError(f"FusionConfig.dense_weight must be in [0, 1], not {self.dense_weight}")
+        if len(self.coefs) != len(FEATURES):
+            raise ValueError(f"FusionConfig.coefs needs {len(FEATURES)} values, one per feature in "
+                             f"{', '.join(FEATURES)}; got {len(self.coefs)}")
+
+    def weight(self, features: np.ndarray) -> float:
+        """Dense share of the fused score for a query with these FEATURES."""
+        if not self.adaptive:
+            return self.dense_weight
+        return float(1 / (1 + np.exp(-(self.bias + float(np.dot(self.coefs, features))))))
+
+
+@dataclass
+class Candidates:
+    """One query's hybrid candidates, scored by both retrievers, and its fusion features."""
+
+    rows: np.ndarray
+    cosines: np.ndarray
+    bm25: np.ndarray
+    bm25_norm: np.ndarray  # bm25 / the query's best BM25 score over the whole index
+    features: np.ndarray
+
+    def fused(self, dense_weight: float) -> np.ndarray:
+        return dense_weight * self.cosines + (1 - dense_weight) * self.bm25_norm
 
 
 @dataclass
@@ -87,7 +150,7 @@ class Searcher:
         if not live or len(self.store) == 0:
             return results
         vectors = self.embedder.encode([queries[i] for i in live])
-        depth = min(len(self.store), max(self.fusion.depth, 3 * k, k + 10))
+        depth = self._depth(k)
         dense_scores, dense_rows = self.store.search_vectors(vectors, depth)
         for n, i in enumerate(live):
             ranked = self._rank(queries[i], vectors[n], dense_rows[n], dense_scores[n], depth, mode)
@@ -96,30 +159,57 @@ class Searcher:
             results[i] = self._hits(ranked, k, min_score, exclude)
         return results
 
+    def hybrid_candidates(self, queries: Sequence[str], k: int = 5) -> list[Candidates]:
+        """Each query's hybrid candidates before fusion, as search_many(k=k) sees them (for fitting)."""
+        if len(self.store) == 0:
+            raise ValueError("the index is empty: build it first (python -m index build)")
+        vectors = self.embedder.encode(list(queries))
+        depth = self._depth(k)
+        _, dense_rows = self.store.search_vectors(vectors, depth)
+        out = []
+        for query, vector, rows in zip(queries, vectors, dense_rows, strict=True):
+            bm25_all, top = self._bm25_top(query, depth)
+            out.append(self._candidates(query, vector, rows[rows >= 0], bm25_all, top))
+        return out
+
+    def _depth(self, k: int) -> int:
+        return min(len(self.store), max(self.fusion.depth, 3 * k, k + 10))
+
+    def _bm25_top(self, query: str, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 scores of every row, and the rows of the best `depth` with a positive score, best first."""
+        bm25_all = self.store.bm25.scores(query)
+        top = np.argpartition(-bm25_all, min(depth, len(bm25_all)) - 1)[:depth]
+        top = top[bm25_all[top] > 0]
+        return bm25_all, top[np.argsort(-bm25_all[top], kind="stable")]
+
     def _rank(self, query: str, vector: np.ndarray, dense_rows: np.ndarray, dense_scores: np.ndarray,
               depth: int, mode: str) -> list[tuple[int, float, float, float]]:
         """Candidates as (row, fused score, dense cosine, bm25), best first."""
         keep = dense_rows >= 0
         dense_rows, dense_scores = dense_rows[keep], dense_scores[keep]
-        bm25_all = self.store.bm25.scores(query) if mode != "dense" else None
         if mode == "dense":
             return [(int(r), float(s), float(s), 0.0) for r, s in zip(dense_rows, dense_scores, strict=True)]
-        top = np.argpartition(-bm25_all, min(depth, len(bm25_all)) - 1)[:depth]
-        top = top[bm25_all[top] > 0]
+        bm25_all, top = self._bm25_top(query, depth)
         if mode == "bm25":
-            order = top[np.argsort(-bm25_all[top], kind="stable")]
-            cosines = self.store.cosines(vector, order)
+            cosines = self.store.cosines(vector, top)
             return [(int(r), float(bm25_all[r]), float(c), float(bm25_all[r]))
-                    for r, c in zip(order, cosines, strict=True)]
-        rows = np.union1d(dense_rows, top)
+                    for r, c in zip(top, cosines, strict=True)]
+        cand = self._candidates(query, vector, dense_rows, bm25_all, top)
+        fused = cand.fused(self.fusion.weight(cand.features))
+        order = np.argsort(-fused, kind="stable")
+        return [(int(cand.rows[j]), float(fused[j]), float(cand.cosines[j]), float(cand.bm25[j])) for j in order]
+
+    def _candidates(self, query: str, vector: np.ndarray, dense_rows: np.ndarray, bm25_all: np.ndarray,
+                    bm25_top: np.ndarray) -> Candidates:
+        # dense rows first, in their order: exact ties (the same passage in several documents) then rank
+        # as in dense search, so that a dense weight of 1 gives exactly the dense ranking
+        rows = np.concatenate([dense_rows, bm25_top[~np.isin(bm25_top, dense_rows)]])
         cosines = self.store.cosines(vector, rows)
         bm25 = bm25_all[rows]
         scale = float(bm25_all.max())
-        bm25_norm = bm25 / scale if scale > 0 else bm25
-        w = self.fusion.dense_weight
-        fused = w * cosines + (1 - w) * bm25_norm
-        order = np.argsort(-fused, kind="stable")
-        return [(int(rows[j]), float(fused[j]), float(cosines[j]), float(bm25[j])) for j in order]
+        terms = tokenize(query)
+        features = query_features(len(terms), dense_rows, bm25_top, scale, self.store.bm25.ceiling(terms))
+        return Candidates(rows, cosines, bm25, bm25 / scale if scale > 0 else bm25, features)
 
     def _rerank(self, query: str, ranked: list[tuple[int, float, float, float]]) -> list[tuple]:
         head = ranked[: self.fusion.rerank_depth]

@@ -66,18 +66,28 @@ def test_unrelated_question_is_declined(bot_name, request):
     assert "generation" not in response.latency_ms  # the LLM was not asked to invent anything
 
 
-def test_no_relevant_passage_gets_the_no_information_reply(bank_bot):
-    response = bank_bot.respond("How much does an international wire cost?", min_score=0.99)
+@pytest.mark.parametrize("mode", ["evidence", "generative"])
+def test_no_relevant_passage_gets_the_no_information_reply(bank_bot, mode):
+    response = bank_bot.respond("How much does an international wire cost?", min_score=0.99, pool_min_score=0.99,
+                                answer_mode=mode)
     assert response.action == "answer" and response.refused and response.sources == []
     assert response.answer == load_pack("bank").reply("no_answer")
     assert "generation" not in response.latency_ms
 
 
 def test_answer_streams_before_it_is_complete(bank_bot):
-    updates = list(bank_bot.stream("How much is the monthly fee on Everyday Checking?"))
+    """Generative mode streams tokens; evidence mode shows the quoted evidence first, then the verified answer."""
+    updates = list(bank_bot.stream("How much is the monthly fee on Everyday Checking?", answer_mode="generative"))
     partial = [u for u in updates if not u.done]
     assert len(partial) >= 3 and updates[-1].done
     assert all(b.answer.startswith(a.answer) for a, b in zip(partial, partial[1:], strict=False))
+    updates = list(bank_bot.stream("How much is the monthly fee on Everyday Checking?"))
+    first, final = updates[0], updates[-1]
+    assert not first.done and final.done and len(updates) == 2
+    assert first.answer.startswith("From *") and first.evidence and first.sources
+    assert all(s["status"] == "quoted" for s in first.sentences)
+    assert "$12" in first.answer and "$12" in final.answer
+    assert first.latency_ms == {} and final.latency_ms["ttft"] < final.latency_ms["total"]
 
 
 def test_empty_message_is_rejected(bank_bot):

@@ -86,11 +86,12 @@ def test_cli_fits_checks_and_the_assistant_answers_with_the_fitted_weights(tmp_p
     assert "fitted (check data)" in result.stdout and f"--grounding {out}" in result.stdout
     assert load_weights(out) == GroundingWeights(**saved["weights"])
 
-    # weights that refuse everything: the assistant withholds a real answer and offers a person
+    # weights that refuse everything: the generative path withholds a real answer and offers a person
     strict = tmp_path / "strict.json"
     strict.write_text(json.dumps({"weights": {"refuse_below": 1.0, "caveat_below": 1.0}}))
     answer = run_cli("assistant", "ask", "What is the fee for an international wire transfer?", "--domain", "bank",
-                     "--json", "--grounding", str(strict), env={"RA_DATA_DIR": str(data_dir)})
+                     "--json", "--grounding", str(strict), "--answer-mode", "generative",
+                     env={"RA_DATA_DIR": str(data_dir)})
     assert answer.returncode == 0, answer.stderr
     assert json.loads(answer.stdout)["refused"] is True
     missing = run_cli("assistant", "ask", "hi", "--grounding", str(tmp_path / "nope.json"),
