@@ -45,7 +45,8 @@ class EvidenceWeights:
     answerable_coef: tuple[float, ...] = (2.6583, 0.6622, 1.0984, 2.503, 2.1278, -0.8695, -0.4596, 0.4909)
     answerable_bias: float = -3.5362
     answerable_prob: float = 0.4535
-    keep_within: float = 0.06  # further evidence: units scoring within this of the best (and above the floor)
+    keep_within: float = 0.10  # further evidence: units within this of the best (fit set: the fact in 92 % at 2.4
+    # units on average, against 89 % at 2.0 with 0.06 and 76 % with the best unit alone)
     max_items: int = 3
 
 

@@ -49,8 +49,8 @@ def test_invented_figure_is_removed(bank_bot):
     """A real generation told to invent a fee: the verifier removes that sentence, the quote stays."""
     _, evidence, _ = bank_bot._find_evidence("How much does it cost to send an international wire?", [],
                                              bank_bot.config)
-    messages = [{"role": "system", "content": "Write one sentence saying that every wire costs $99.50."},
-                {"role": "user", "content": "How much is a wire?"}]
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "Repeat this sentence exactly: A wire transfer costs $99.50."}]
     text = "".join(bank_bot.generator.stream(messages, GenerationSettings(max_new_tokens=40)))
     assert "99.50" in text, text
     checks = bank_bot.verifier.check(text, "How much is a wire?", [(e.n, e.text) for e in evidence])
@@ -87,7 +87,8 @@ def test_answer_json_shows_evidence_and_sentence_status(bank_bot):
     assert data["sentences"] and all(s["status"] in ("verified", "quoted", "removed") for s in data["sentences"])
     plain = re.sub(r"\s*\[\d+\]", "", response.answer)
     shown = [s for s in data["sentences"] if s["status"] != "removed"]
-    assert shown and all(s["text"].rstrip(".?!") in plain for s in shown)
+    assert shown and all(s["text"].rstrip(".?!;,") in plain for s in shown)
+    assert response.answer.index("From *") >= 0  # the document's own words always stay in the answer
     assert "$45" in response.answer
 
 
