@@ -31,6 +31,7 @@ _FILLER = re.compile(r"^(?:i hope|hope this|let me know|feel free|is there anyth
 class VerifyThresholds:
     words: float = 0.75  # share of content words found in the evidence or the question
     cosine: float = 0.55  # closeness to the best evidence sentence
+    echo: float = 0.8  # share of content words taken from the question above which a sentence only repeats it
 
 
 @dataclass
@@ -140,7 +141,11 @@ class Verifier:
                 check.status, check.reason = "removed", f"figure said of something else: {', '.join(misplaced)}"
             elif not words or _FILLER.match(sentence):
                 check.status, check.reason = "removed", "no content of its own"
-            elif sentence.rstrip().endswith("?") or words <= set(tokenize(question)):
+            elif sentence.rstrip(". ").endswith(":"):
+                check.status, check.reason = "removed", "an introduction with nothing after it"
+            elif sentence.rstrip().endswith("?") or (
+                    not re.match(r"(?i)(?:yes|no)\b", sentence)  # "Yes, you can ..." answers by its polarity
+                    and len(words & set(tokenize(question))) >= self.thresholds.echo * len(words)):
                 check.status, check.reason = "removed", "repeats the question"
             elif len(words & known) / len(words) < self.thresholds.words:
                 unknown = sorted(words - known)[:4]
