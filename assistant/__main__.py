@@ -47,8 +47,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grounding", default=None, help="grounding-check weights fitted to this model "
                    "(`fit-grounding`; default: the shipped ones, fitted to the bundled model)")
     p.add_argument("--answer-mode", default=defaults["answer_mode"].default, choices=ANSWER_MODES,
-                   help="evidence: the LLM writes from the selected document sentences and every sentence is "
-                        "verified, falling back to the quote; quote: the document sentences only, no LLM; "
+                   help="evidence: the LLM writes from the selected document sentences, every sentence is "
+                        "verified, and the quote follows; quote: the document sentences only, no LLM; "
                         "generative: the LLM reads whole passages (the old path, for strong served models)")
     p.add_argument("--pool-k", type=int, default=defaults["pool_k"].default,
                    help="passages retrieved for evidence selection")
