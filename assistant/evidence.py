@@ -174,8 +174,9 @@ class EvidenceSelector:
 
     @classmethod
     def for_store(cls, store, embedder: Embedder, weights: EvidenceWeights | None = None,
-                  max_rows: int = 200_000) -> EvidenceSelector:
-        """A selector whose word weights (IDF) come from the index's own chunks."""
+                  max_rows: int = 20_000) -> EvidenceSelector:
+        """A selector whose word weights (IDF) come from the index's own chunks (the first `max_rows` of a
+        large index: a sample is enough for word weights, and start-up stays short)."""
         return cls(embedder, weights, idf=document_frequencies(store, max_rows))
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
@@ -282,7 +283,7 @@ class EvidenceSelector:
                 for score, i, unit, signals in chosen]
 
 
-def document_frequencies(store, max_rows: int = 200_000) -> dict[str, float]:
+def document_frequencies(store, max_rows: int = 20_000) -> dict[str, float]:
     """IDF of every stemmed word in the index's chunks (title and headings included)."""
     counts: dict[str, int] = {}
     n = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,6 +48,8 @@ from index.embed import Embedder, resolve_embedder
 from index.ingest import IngestError, load_document
 from index.search import Hit, Searcher
 from index.store import BuildReport, IndexError_, IndexStore, add_to_index, build_index
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -218,8 +221,8 @@ class Assistant:
                 records = store.chunks(rows[start:start + 256])
                 self.selector.warm([Hit(chunk_id=r["chunk_id"], source=r["source"], title=r["title"], text=r["text"],
                                         score=0.0, headings=r["headings"]) for r in records.values()])
-        except Exception:  # noqa: BLE001 - only a warm-up: questions embed what they need themselves
-            pass
+        except Exception as exc:  # noqa: BLE001 - only a warm-up: questions embed what they need themselves
+            log.warning("evidence warm-up stopped (%s); sentences will be embedded as questions need them", exc)
 
     @cached_property
     def generator(self) -> TextGenerator:
