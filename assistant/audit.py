@@ -1,5 +1,8 @@
 """The audit log and handoff tickets: SQLite in WAL mode, one record per turn, PII redacted.
 
+Besides turns, `event()` records what happens around them (an upload, a refused file, an approval),
+with who did it: kind, user name, session, domain and a JSON detail, redacted like the rest.
+
 Every record is committed (synchronous=FULL) before the answer is returned to the caller, so a
 process killed right after answering has already written it. Messages, answers and ticket
 summaries pass through the Redactor first; nothing unredacted is stored.
@@ -51,6 +54,16 @@ CREATE TABLE IF NOT EXISTS tickets (
     summary TEXT,
     status TEXT NOT NULL DEFAULT 'open'
 );
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,      -- upload, upload_refused, upload_approved, upload_rejected, ...
+    user TEXT,
+    session_id TEXT,
+    domain TEXT,
+    detail TEXT              -- JSON object
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -114,6 +127,25 @@ class AuditLog:
             self._db.execute("INSERT INTO tickets (id, time, session_id, domain, reason, summary) VALUES (?,?,?,?,?,?)",
                              (ticket, time.time(), session_id, domain, reason, self.redactor.redact(summary)))
         return ticket
+
+    def event(self, kind: str, *, user: str | None = None, session_id: str | None = None,
+              domain: str | None = None, detail: dict | None = None) -> str:
+        """Record something that happened outside a turn; string values in `detail` are redacted."""
+        clean = {k: self.redactor.redact(v) if isinstance(v, str) else v for k, v in (detail or {}).items()}
+        event_id = uuid.uuid4().hex
+        with self._lock:
+            self._db.execute("INSERT INTO events (id, time, kind, user, session_id, domain, detail) VALUES (?,?,?,?,?,?,?)",
+                             (event_id, time.time(), kind, user, session_id, domain, json.dumps(clean)))
+        return event_id
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        """Recorded events, oldest first (only those of `kind` when given)."""
+        cur = self._db.execute("SELECT * FROM events WHERE ? IS NULL OR kind = ? ORDER BY time", (kind, kind))
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, v, strict=True)) for v in cur.fetchall()]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        return rows
 
     def feedback(self, turn_id: str, rating: int, comment: str | None = None) -> None:
         if rating not in (1, -1):
