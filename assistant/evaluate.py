@@ -268,7 +268,8 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
     norm = lambda t: " ".join(t.lower().split())  # noqa: E731
     for q in tqdm(answerable, desc=f"{bot.pack.name} {split} answerable", disable=not progress):
         facts = [norm(f) for f in q["expected"]]
-        _, evidence, pool = bot._find_evidence(q["question"], [], config)
+        _, found, pool = bot._find_evidence(q["question"], [], config)
+        evidence = found.evidence
         top2 = bot.searcher.search(q["question"], k=2, min_score=config.min_score, mode=config.search_mode)
         c["top2"] += any(h.source == q["source"] for h in top2)
         c["pool"] += any(h.source == q["source"] for h in pool)

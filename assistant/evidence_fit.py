@@ -63,19 +63,34 @@ def collect_features(bot, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(xs), np.array(ys)
 
 
-def fit_answerable(x: np.ndarray, y: np.ndarray, max_refused: float) -> dict:
-    """A logistic model answerable-vs-not, and the probability threshold that refuses at most `max_refused`
-    of the answerable questions (on cross-validated probabilities)."""
+def fit_answerable(x: np.ndarray, y: np.ndarray, max_refused: float, max_flagged: float = 0.0,
+                   calibrate: np.ndarray | None = None) -> dict:
+    """A logistic model answerable-vs-not, and two probability thresholds: below `prob` a question is
+    refused, below `flag_prob` its evidence is shown as the closest the documents come. They refuse at most
+    `max_refused` and flag at most `max_flagged` of the answerable questions in `calibrate` (a mask: the
+    customer-phrased ones, whose scores run lower than those of questions written beside the code), on
+    cross-validated probabilities."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    model = LogisticRegression(C=1.0, max_iter=2000)
-    probs = cross_val_predict(model, x, y, cv=5, method="predict_proba")[:, 1]
-    threshold = float(np.quantile(probs[y == 1], max_refused))
+    calibrate = np.ones(len(y), dtype=bool) if calibrate is None else calibrate
+    model = LogisticRegression(C=1.0, max_iter=5000)
+    probs = np.mean([cross_val_predict(model, x, y, method="predict_proba",
+                                       cv=StratifiedKFold(5, shuffle=True, random_state=seed))[:, 1]
+                     for seed in range(5)], axis=0)
+    answerable = probs[(y == 1) & calibrate]
+    threshold = float(np.quantile(answerable, max_refused))
+    flag = float(np.quantile(answerable, max_refused + max_flagged)) if max_flagged else 0.0
     model.fit(x, y)
-    return {"coef": [round(float(c), 4) for c in model.coef_[0]], "bias": round(float(model.intercept_[0]), 4),
-            "prob": round(threshold, 4), "answerable_refused": float((probs[y == 1] < threshold).mean()),
-            "unanswerable_refused": float((probs[y == 0] < threshold).mean())}
+    out = {"coef": [round(float(c), 4) for c in model.coef_[0]], "bias": round(float(model.intercept_[0]), 4),
+           "prob": round(threshold, 4), "flag_prob": round(flag, 4)}
+    for name, mask in (("all", np.ones(len(y), dtype=bool)), ("calibration set", calibrate)):
+        a, u = probs[(y == 1) & mask], probs[(y == 0) & mask]
+        out[name] = {"answerable_refused": round(float((a < threshold).mean()), 3),
+                     "answerable_flagged": round(float(((a >= threshold) & (a < flag)).mean()), 3),
+                     "unanswerable_refused": round(float((u < threshold).mean()), 3),
+                     "unanswerable_refused_or_flagged": round(float((u < max(flag, threshold)).mean()), 3)}
+    return out
 
 
 def evaluate_weights(w: np.ndarray, answerable, unanswerable, max_refused: float) -> dict:
@@ -145,14 +160,17 @@ def main(args: argparse.Namespace) -> int:
             unanswerable += u
     shipped = EvidenceWeights()
     if args.answerable:
-        xs, ys = [], []
+        xs, ys, customer = [], [], []
         for domain in args.domain or ["bank", "hospital"]:
             bot = Assistant(AssistantConfig(domain=domain, answer_mode="quote"), embedder=embedder)
             for split in args.split:
                 x, y = collect_features(bot, split)
                 xs.append(x)
                 ys.append(y)
-        result = fit_answerable(np.concatenate(xs), np.concatenate(ys), args.max_refused)
+                customer.append(np.full(len(y), split == "fit"))
+        calibrate = np.concatenate(customer)
+        result = fit_answerable(np.concatenate(xs), np.concatenate(ys), args.max_refused, args.max_flagged,
+                                calibrate if calibrate.any() else None)
         print(json.dumps(result))
         return 0
     w0 = np.array([getattr(shipped, s) for s in SIGNALS])
@@ -177,5 +195,8 @@ def add_fit_evidence_command(sub) -> None:
     p.add_argument("--answerable", action="store_true",
                    help="fit the answerable-or-not model on the current mix instead of the mix itself")
     p.add_argument("--max-refused", type=float, default=0.08,
-                   help="share of answerable eval questions the threshold may refuse")
+                   help="share of answerable questions the threshold may refuse")
+    p.add_argument("--max-flagged", type=float, default=0.14,
+                   help="with --answerable: share of answerable customer-phrased (fit/) questions that may be "
+                        "shown as the closest the documents come")
     p.set_defaults(func=main)

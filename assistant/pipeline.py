@@ -31,7 +31,7 @@ from assistant.cite import attribute
 from assistant.compose import compose, quote
 from assistant.condense import condense, is_followup
 from assistant.config import AssistantConfig
-from assistant.evidence import Evidence, EvidenceSelector
+from assistant.evidence import EvidenceSelector, Selection
 from assistant.generate import GenerationSettings, GenerationStats, TextGenerator
 from assistant.grounding import Grounding, GroundingChecker
 from assistant.grounding_fit import grounding_weights
@@ -106,7 +106,7 @@ class Route:
     prediction: Prediction
     action: str
     offer: str | None = None  # the flow or handoff offered beside an answer
-    probe: tuple | None = None  # evidence already found while routing: (query, evidence, pool)
+    probe: tuple | None = None  # evidence already found while routing: (query, Selection, pool)
 
 
 def uploads_root(data_dir: Path, pack: DomainPack) -> Path:
@@ -306,7 +306,9 @@ class Assistant:
         probe = None
         if action in ("out_of_scope", "smalltalk") and not only_injection(message) and len(message.split()) >= 4:
             probe = self._find_evidence(message, history, config)
-            if probe[1] and probe[1][0].score >= self.selector.weights.answerable_above + OVERRIDE_MARGIN:
+            found = probe[1]
+            if (found.evidence and not found.flagged
+                    and found.evidence[0].score >= self.selector.weights.answerable_above + OVERRIDE_MARGIN):
                 action = "answer"
             else:
                 probe = None
@@ -329,8 +331,8 @@ class Assistant:
         return Response(answer=text, done=True, ticket=ticket, confidence=confidence)
 
     def _find_evidence(self, message: str, history: list[tuple[str, str]], config: AssistantConfig
-                       ) -> tuple[str, list[Evidence], list[Hit]]:
-        """(query searched, evidence, passage pool). After earlier turns the message is searched both as it
+                       ) -> tuple[str, Selection, list[Hit]]:
+        """(query searched, what the selector found, passage pool). After earlier turns the message is searched both as it
         is and condensed with the earlier topic (assistant/condense.py); the stronger evidence decides, so
         "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up."""
         queries = [message]
@@ -340,13 +342,20 @@ class Assistant:
                 queries.append(condensed)
         pools = self.searcher.search_many(queries, k=config.pool_k, min_score=config.pool_min_score,
                                           mode=config.search_mode)
-        best: tuple[float, str, list[Evidence], list[Hit]] | None = None
+        best: tuple[float, str, Selection, list[Hit]] | None = None
         for query, pool in zip(queries, pools, strict=True):
-            evidence = self.selector.select(query, pool) if pool else []
-            score = evidence[0].score if evidence else -1.0
+            found = self.selector.assess(query, pool) if pool else Selection([], 0.0, False)
+            score = found.evidence[0].score if found.evidence else -1.0
             if best is None or score > best[0]:
-                best = (score, query, evidence, pool)
+                best = (score, query, found, pool)
         return best[1], best[2], best[3]
+
+    def not_exact_reply(self) -> str:
+        """What precedes evidence that may not answer exactly what was asked (the pack's `not_exact` reply)."""
+        if "not_exact" in self.pack.replies:
+            return self.pack.reply("not_exact").strip()
+        return ("I could not find an answer to exactly this in our documents. The closest they come is below: "
+                "please check that it fits your case, or ask me to connect you with a person.")
 
     def _offer(self, label: str | None) -> str:
         if not label:
@@ -360,7 +369,8 @@ class Assistant:
         """Evidence-first answers: the selected document sentences, then (evidence mode) a short answer the
         LLM writes from them alone, verified sentence by sentence; the quote when nothing survives."""
         t0 = time.perf_counter()
-        query, evidence, pool = probe or self._find_evidence(message, history, config)
+        query, found, pool = probe or self._find_evidence(message, history, config)
+        evidence = found.evidence
         retrieval_ms = (time.perf_counter() - t0) * 1000
         base = {**base, "answer_mode": config.answer_mode, "query": query}
         if not evidence:
@@ -384,12 +394,14 @@ class Assistant:
         shown = [e.to_dict() for e in evidence]
         quoted = [SentenceCheck(e.text, "quoted", cites=(e.n,), support=e.score) for e in evidence]
         first = quote(evidence)
+        if found.flagged:  # the closest the documents come, said as such: no generated answer from it
+            first = f"{self.not_exact_reply()}\n\n{first}"
         ttft_ms = (time.perf_counter() - started) * 1000
         yield Response(answer=first, sources=sources, evidence=shown, sentences=[c.to_dict() for c in quoted], **base)
         stats = GenerationStats()
         prompt_hash = None
         check_ms = 0.0
-        if config.answer_mode == "quote":
+        if config.answer_mode == "quote" or found.flagged:
             answer, statuses = first, quoted
         else:
             # a short answer: one or two sentences, ended at a blank line (small models loop past that)
@@ -412,8 +424,9 @@ class Assistant:
         confidence = round(float(0.5 + 0.5 * np.clip((top - floor) / 0.4, 0.0, 1.0)), 3)
         response = Response(
             answer=answer, sources=sources, done=True, grounded=True, confidence=confidence, support=round(top, 3),
+            caveat=found.flagged,
             evidence=shown, sentences=[c.to_dict() for c in statuses], offer=offer, **base,
-            checks={"evidence": round(top, 3), "removed": float(sum(c.status == "removed" for c in statuses)),
+            checks={"evidence": round(top, 3), "answerable": round(found.probability, 3), "removed": float(sum(c.status == "removed" for c in statuses)),
                     "verified": float(sum(c.status == "verified" for c in statuses))},
             latency_ms={"intent": round(intent_ms, 1), "retrieval": round(retrieval_ms, 1),
                         "ttft": round(ttft_ms, 1), "generation": round(stats.total_ms, 1),

@@ -32,13 +32,15 @@ _SITUATION = re.compile(
     r"(?:charges?|transactions?|payments?|withdrawals?)\s+(?:i|that i)\s+(?:didn't|did not|don't))",
     re.IGNORECASE,
 )
-# the message is a question about how something works
+# a clause that asks how something works: it starts with a question word (after a greeting or filler)
 _QUESTION = re.compile(
-    r"^\s*(?:(?:hi|hello|hey|ok|okay|so|quick question|question)[,:!.\s-]+)*"
+    r"^\s*(?:(?:hi|hello|hey|ok|okay|so|and|but|also|quick question|question|worst case|lol)[,:!.\s-]+)*"
     r"(?:how|what|when|where|which|why|who|is|are|do|does|did|will|would|should|can|could|may|was|"
-    r"if|whats|what's|hows|how's)\b|\?\s*$",
+    r"if|whats|what's|hows|how's)\b",
     re.IGNORECASE,
 )
+# where a message splits into clauses: punctuation, or a conjunction that starts a new one
+_CLAUSES = re.compile(r"[,.;:!?]+\s*|\s+(?:but|so|and then)\s+", re.IGNORECASE)
 
 
 def asks_for_action(message: str) -> bool:
@@ -46,6 +48,15 @@ def asks_for_action(message: str) -> bool:
     return bool(_REQUEST.search(message) or _SITUATION.search(message))
 
 
+def asks_question(message: str) -> bool:
+    """Some clause of the message is a question: "i moved to florida, is the routing number different"."""
+    if message.rstrip().endswith("?"):
+        return True
+    return any(_QUESTION.match(clause) for clause in _CLAUSES.split(message[:2000]) if clause.strip())
+
+
 def asks_about(message: str) -> bool:
-    """A question about a process or policy rather than a request to start it."""
-    return bool(_QUESTION.search(message)) and not asks_for_action(message)
+    """A question about a process or policy rather than a request to start it. A situation told beside a
+    question ("someone stole my card, how much could I lose?") is answered, the flow offered with it; an
+    explicit request ("please block my card", "I want to file a complaint") starts the action."""
+    return asks_question(message) and not _REQUEST.search(message)

@@ -31,7 +31,8 @@ def test_evidence_selection_on_real_pack_questions(bank_bot, hospital_bot):
         (bank_bot, "whats the routing number i give my job for direct deposit", "021555013"),
         (hospital_bot, "what number do i call for the pharmacy refill line", None),
     ]:
-        query, evidence, pool = bot._find_evidence(question, [], bot.config)
+        query, found, pool = bot._find_evidence(question, [], bot.config)
+        evidence = found.evidence
         assert query == question and len(pool) > 2
         assert 1 <= len(evidence) <= bot.selector.weights.max_items
         assert all(e.score >= evidence[-1].score for e in evidence)
@@ -47,8 +48,8 @@ def test_unanswered_in_domain_question_is_refused(bank_bot):
 
 def test_invented_figure_is_removed(bank_bot):
     """A real generation told to invent a fee: the verifier removes that sentence, the quote stays."""
-    _, evidence, _ = bank_bot._find_evidence("How much does it cost to send an international wire?", [],
-                                             bank_bot.config)
+    evidence = bank_bot._find_evidence("How much does it cost to send an international wire?", [],
+                                       bank_bot.config)[1].evidence
     messages = [{"role": "system", "content": "You are a helpful assistant."},
                 {"role": "user", "content": "Repeat this sentence exactly: A wire transfer costs $99.50."}]
     text = "".join(bank_bot.generator.stream(messages, GenerationSettings(max_new_tokens=40)))
@@ -123,8 +124,9 @@ def test_emergency_stays_rule_first(hospital_bot):
 def test_dummy_pronoun_question_is_a_new_topic(bank_bot):
     history = [("What routing number do I give my employer for direct deposit?",
                 bank_bot.respond("What routing number do I give my employer for direct deposit?").answer)]
-    query, evidence, _ = bank_bot._find_evidence(
+    query, found, _ = bank_bot._find_evidence(
         "how much does it cost to send money to my sister in another country by wire", history, bank_bot.config)
+    evidence = found.evidence
     assert "routing" not in query.lower() and "deposit" not in query.lower()
     assert evidence and any("$45" in e.text or "international" in e.text.lower() for e in evidence)
 
@@ -132,6 +134,7 @@ def test_dummy_pronoun_question_is_a_new_topic(bank_bot):
 def test_real_followup_keeps_the_topic(bank_bot):
     first = "How do I send an international wire?"
     history = [(first, bank_bot.respond(first).answer)]
-    query, evidence, _ = bank_bot._find_evidence("is there a fee for that?", history, bank_bot.config)
+    query, found, _ = bank_bot._find_evidence("is there a fee for that?", history, bank_bot.config)
+    evidence = found.evidence
     assert query != "is there a fee for that?" and "wire" in query.lower()
     assert evidence and any("$45" in e.text for e in evidence), [e.text for e in evidence]
