@@ -1,4 +1,9 @@
-"""Read documents (.txt .md .html .pdf .docx .csv .xlsx .jsonl) into titled sections with page numbers."""
+"""Read documents (.txt .md .html .pdf .docx .csv .xlsx .jsonl) into titled sections with page numbers.
+
+Every parser counts what it reads against `IngestLimits` (index/limits.py) as it goes, so a hostile
+file (a zip bomb, a sheet declaring 16,384 columns, a PDF of 100,000 pages) is refused with the limit
+it crossed instead of being loaded. Uploads are also parsed in a child process (index/sandbox.py).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index.limits import Budget, IngestLimits, LimitExceeded, check_zip
+
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"}
-MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_FILE_BYTES = IngestLimits.max_file_bytes
 
 
 class IngestError(ValueError):
-    """A file that cannot be indexed; the message is the one-line reason shown in the build summary."""
+    """A file that cannot be indexed; the message is the one-line reason shown in the build summary.
+
+    `limit` names the IngestLimits field a refused file crossed (None for other reasons).
+    """
+
+    def __init__(self, message: str, limit: str | None = None):
+        super().__init__(message)
+        self.limit = limit
 
 
 @dataclass
@@ -53,7 +67,7 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 def read_text_file(path: Path) -> str:
     """Decode a text file whatever its encoding; binary content is an IngestError."""
-    data = path.read_bytes()
+    data = path.read_bytes()  # at most max_file_bytes: load_document checked the size
     if not data.strip():
         raise IngestError("empty file")
     if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -73,9 +87,14 @@ def read_text_file(path: Path) -> str:
     return str(best)
 
 
-def load_document(path: str | Path) -> Document:
-    """Parse one file by its suffix. Raises IngestError with a one-line reason when it cannot."""
+def load_document(path: str | Path, limits: IngestLimits | None = None) -> Document:
+    """Parse one file by its suffix, within `limits` (the defaults when None).
+
+    Raises IngestError with a one-line reason when it cannot; for a limit crossed, the reason names the
+    limit and the value found, and `IngestError.limit` the field.
+    """
     path = Path(path)
+    limits = limits or IngestLimits()
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise IngestError(f"unsupported file type '{suffix or path.name}'")
@@ -85,13 +104,21 @@ def load_document(path: str | Path) -> Document:
         raise IngestError(f"unreadable: {exc.strerror}") from exc
     if size == 0:
         raise IngestError("empty file")
-    if size > MAX_FILE_BYTES:
-        raise IngestError(f"too large ({size / 2**20:.0f} MB > {MAX_FILE_BYTES // 2**20} MB limit)")
+    if size > limits.max_file_bytes:
+        raise IngestError(f"too large: {size / 2**20:.1f} MB on disk (limit {limits.describe('max_file_bytes')})",
+                          limit="max_file_bytes")
+    budget = Budget(limits)
     try:
         parser = PARSERS[suffix]
-        sections, title = parser(path)
+        sections, title = parser(path, budget)
+        budget.tick()
+    except LimitExceeded as exc:
+        raise IngestError(f"refused: {exc}", limit=exc.limit) from exc
     except IngestError:
         raise
+    except MemoryError:  # under index/sandbox.py's cap; unbounded in-process parsing never gets here
+        raise IngestError(f"refused: parsing needed more memory than allowed (limit "
+                          f"{limits.describe('max_memory_bytes')})", limit="max_memory_bytes") from None
     except PermissionError as exc:
         raise IngestError(f"unreadable: {exc.strerror}") from exc
     except Exception as exc:  # a parser library's own error on a malformed file
@@ -106,18 +133,31 @@ def _title_from_name(path: Path) -> str:
     return re.sub(r"[_\-]+", " ", path.stem).strip().capitalize()
 
 
-def parse_text(path: Path) -> tuple[list[Section], str | None]:
+def parse_text(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
     text = read_text_file(path)
+    budget.text(len(text))
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     title = first if 0 < len(first) <= 120 else None
     return [Section(text=text.strip())], title
 
 
-_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# The heading text is trimmed in Python (_heading_text): a pattern like `(.+?)\s*#*\s*$` backtracks
+# quadratically on a long line of spaces, ~10 s of held GIL for one 100 KB line.
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(\S.*)$")
 
 
-def parse_markdown(path: Path) -> tuple[list[Section], str | None]:
+def _heading_text(raw: str) -> str:
+    """A markdown heading without its optional closing run of '#' (which must follow a space)."""
+    text = raw.rstrip()
+    bare = text.rstrip("#")
+    if bare != text and (not bare or bare[-1] in " \t"):
+        text = bare.rstrip()
+    return text
+
+
+def parse_markdown(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
     text = read_text_file(path)
+    budget.text(len(text))
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     buf: list[str] = []
@@ -136,7 +176,7 @@ def parse_markdown(path: Path) -> tuple[list[Section], str | None]:
         match = None if in_code else _MD_HEADING.match(line)
         if match:
             flush()
-            level, heading = len(match.group(1)), match.group(2).strip()
+            level, heading = len(match.group(1)), _heading_text(match.group(2))
             if title is None and level == 1:
                 title = heading
             while stack and stack[-1][0] >= level:
@@ -152,10 +192,13 @@ _HTML_DROP = ["script", "style", "noscript", "template", "nav", "footer", "heade
 _HTML_BLOCKS = ["p", "li", "td", "th", "dd", "dt", "pre", "blockquote", "figcaption", "caption"]
 
 
-def parse_html(path: Path) -> tuple[list[Section], str | None]:
+def parse_html(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(read_text_file(path), "html.parser")
+    text = read_text_file(path)
+    budget.text(len(text))  # the visible text is a part of the markup
+    soup = BeautifulSoup(text, "html.parser")
+    budget.tick()
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     for tag in soup(_HTML_DROP):
         tag.decompose()
@@ -199,7 +242,7 @@ def parse_html(path: Path) -> tuple[list[Section], str | None]:
     return sections, title
 
 
-def parse_pdf(path: Path) -> tuple[list[Section], str | None]:
+def parse_pdf(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -213,9 +256,14 @@ def parse_pdf(path: Path) -> tuple[list[Section], str | None]:
                 raise IngestError("encrypted PDF (password required)")
         except Exception as exc:
             raise IngestError("encrypted PDF (password required)") from exc
+    pages = len(reader.pages)
+    if pages > budget.limits.max_pages:
+        raise LimitExceeded(budget.limits, "max_pages", "PDF pages", pages)
     sections = []
     for number, page in enumerate(reader.pages, start=1):
+        budget.tick()
         text = (page.extract_text() or "").strip()
+        budget.text(len(text))
         if text:
             sections.append(Section(text=text, page=number))
     if not sections:
@@ -229,10 +277,12 @@ def parse_pdf(path: Path) -> tuple[list[Section], str | None]:
     return sections, meta_title or (first_line if len(first_line) <= 120 else None)
 
 
-def parse_docx(path: Path) -> tuple[list[Section], str | None]:
+def parse_docx(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
     import docx
 
+    check_zip(path, budget)  # python-docx inflates whole parts: only once they are known to fit
     document = docx.Document(str(path))
+    budget.tick()
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     buf: list[str] = []
@@ -247,6 +297,7 @@ def parse_docx(path: Path) -> tuple[list[Section], str | None]:
     for para in document.paragraphs:
         style = (para.style.name or "") if para.style is not None else ""
         text = para.text.strip()
+        budget.text(len(text))
         if not text:
             continue
         if style == "Title" or style.startswith("Heading"):
@@ -262,6 +313,8 @@ def parse_docx(path: Path) -> tuple[list[Section], str | None]:
     for table in document.tables:
         for row in table.rows:
             cells = [c.text.strip() for c in row.cells]
+            budget.row(len(cells))
+            budget.text(sum(map(len, cells)))
             if any(cells):
                 buf.append(" | ".join(cells))
     flush()
@@ -272,8 +325,8 @@ _Q_COLUMNS = ("question", "q", "query", "prompt", "title")
 _A_COLUMNS = ("answer", "a", "response", "reply", "content", "text")
 
 
-def _faq_sections(header: list[str], rows: Iterable[list[str]]) -> list[Section]:
-    """One section per question/answer row, the question as its heading."""
+def _faq_sections(header: list[str], rows: Iterable[list[str]], budget: Budget) -> list[Section]:
+    """One section per question/answer row, the question as its heading (rows are read as they come)."""
     fields = {(f or "").strip().lower(): i for i, f in enumerate(header)}
     q_col = next((fields[c] for c in _Q_COLUMNS if c in fields), None)
     a_col = next((fields[c] for c in _A_COLUMNS if c in fields), None)
@@ -286,39 +339,55 @@ def _faq_sections(header: list[str], rows: Iterable[list[str]]) -> list[Section]
     sections = []
     for row in rows:
         question, answer = cell(row, q_col), cell(row, a_col)
+        budget.text(len(question) + len(answer))
         if question and answer:
             sections.append(Section(text=f"Q: {question}\nA: {answer}", headings=[question]))
     return sections
 
 
-def parse_csv(path: Path) -> tuple[list[Section], str | None]:
+def _counted(rows: Iterable[list], budget: Budget) -> Iterator[list]:
+    for row in rows:
+        budget.row(len(row))
+        yield row
+
+
+def parse_csv(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
     """A question/answer FAQ in CSV (comma, semicolon or tab separated)."""
     text = read_text_file(path)
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    rows = list(csv.reader(io.StringIO(text), dialect=dialect))
-    if not rows:
+    rows = _counted(csv.reader(io.StringIO(text), dialect=dialect), budget)
+    header = next(rows, None)
+    if header is None:
         raise IngestError("empty file")
-    return _faq_sections(rows[0], rows[1:]), None
+    return _faq_sections(header, rows, budget), None
 
 
-def parse_xlsx(path: Path) -> tuple[list[Section], str | None]:
-    """A question/answer FAQ in an Excel workbook: every sheet with question and answer columns."""
+def parse_xlsx(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
+    """A question/answer FAQ in an Excel workbook: every sheet with question and answer columns.
+
+    Rows are read one at a time and only as wide as their last cell: openpyxl pads every row to the
+    sheet's declared width, so a 1.6 KB file declaring A1:XFD1048576 would otherwise fill the memory.
+    """
     from openpyxl import load_workbook
 
+    check_zip(path, budget)
     workbook = load_workbook(path, read_only=True, data_only=True)
     sections: list[Section] = []
     errors = []
     try:
         for sheet in workbook.worksheets:
-            rows = [list(r) for r in sheet.iter_rows(values_only=True)]
-            rows = [r for r in rows if any(v not in (None, "") for v in r)]
-            if not rows:
+            budget.declared_table(sheet.title, sheet.max_row, sheet.max_column)
+            sheet.reset_dimensions()
+            rows = (r for r in _counted(sheet.iter_rows(values_only=True), budget)
+                    if any(v not in (None, "") for v in r))
+            header = next(rows, None)
+            if header is None:
                 continue
             try:
-                sections += _faq_sections([str(v or "") for v in rows[0]], rows[1:])
+                sections += _faq_sections([str(v or "") for v in header], rows, budget)
             except IngestError as exc:
                 errors.append(f"sheet '{sheet.title}': {exc}")
     finally:
@@ -328,12 +397,15 @@ def parse_xlsx(path: Path) -> tuple[list[Section], str | None]:
     return sections, None
 
 
-def parse_jsonl(path: Path) -> tuple[list[Section], str | None]:
+def parse_jsonl(path: Path, budget: Budget) -> tuple[list[Section], str | None]:
     """One record per line: `text` (or question/answer), optional `title`."""
     sections = []
     for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
+        budget.text(len(line))
+        if number % 1024 == 0:
+            budget.tick()
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
