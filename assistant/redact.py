@@ -424,6 +424,7 @@ def _bare_numbers(doc: Doc, r: Redactor) -> Iterator[Span]:
 _PHONE = re.compile(rf"(?:{_starting(r'[+]')}(?:\(\d{{1,4}}\)|\d{{1,15}})|{_starting(r'[(]')}\d{{1,4}}\)|{_NBD}\d{{0,14}})"
                     r"(?:(?:[ ]{1,2}|\.|[ ]?-[ ]?)(?:\(\d{1,4}\)|\d{1,6})){0,6}"
                     + _NA + r"(?:[ \t]{0,2}(?:x|ext\.?|extension)[ \t]{0,2}\d{1,5}(?!\d))?")
+_DIGIT_RUN = re.compile(r"\d+")
 _PHONE_EXTENSION = re.compile(r"\s*(?:x|ext\.?|extension)\s*\d+$")
 _PHONE_CUE = re.compile(r"(?:phone|cell|mobile|mob|tel|telephone|call|text|reach|landline|whatsapp|fax|contact"
                         r"|ring|ph)(?![a-z])")
@@ -457,23 +458,23 @@ def _dialling(number: str, regions: tuple[str, ...]) -> str | None:
 def _grouped_as_dialled(number: str, parsed: phonenumbers.PhoneNumber) -> bool:
     """Whether `number` is grouped as its country writes it (1-800-555-0142, 0800 123 4567): an account
     number that happens to start 800 (8007-839251) is not a toll-free line."""
-    groups = re.findall(r"\d+", number)
-    national = re.findall(r"\d+", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
-    international = re.findall(r"\d+", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
+    groups = _DIGIT_RUN.findall(number)
+    national = _DIGIT_RUN.findall(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
+    international = _DIGIT_RUN.findall(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
     return groups == international or groups[-len(national):] == national
 
 
 def _phones(doc: Doc, r: Redactor) -> Iterator[Span]:
     for m in _PHONE.finditer(doc.low):
         candidate = m.group(0)
-        groups = re.findall(r"\d+", candidate)
+        groups = _DIGIT_RUN.findall(candidate)
         digits = "".join(groups)
         international = candidate.startswith("+") or (digits.startswith("00") and len(groups) > 1)
         if len(groups) == 1 and not international and "(" not in candidate:
             continue  # a bare number is an account's business
         if not 7 <= len(digits) <= 15 or (len(groups) == 2 and "." in candidate):
             continue  # too short or long, or a decimal
-        kind = _dialling(_PHONE_EXTENSION.sub("", candidate), r.regions)
+        kind = _dialling(_PHONE_EXTENSION.sub("", candidate) if "x" in candidate else candidate, r.regions)
         if kind == "organisation":
             yield None, m.start(), m.end()
         elif kind == "possible" or (kind == "local" and any(
@@ -624,9 +625,9 @@ _STREET_TYPES = _any_case("street st road rd avenue ave av boulevard blvd lane l
                           "walk gardens gdns grove hill mews row green rise vale loop pike alley path plaza wharf quay")
 # a house number (12, 221B, 5/12); the lookbehind comes after the first digit so that `re` can skip
 # ahead to digits
-_HOUSE = r"\d(?<![\w$£€.,/\-]\d)\d{0,4}[A-Za-z]?(?:[\-/]\d{1,5}[A-Za-z]?)?,?[ \t]{1,3}"
+_HOUSE = r"\d(?<![\w$£€.,/\-]\d)\d{0,4}+[A-Za-z]?+(?:[\-/]\d{1,5}+[A-Za-z]?+)?+,?+[ \t]{1,3}+"
 _STREET = re.compile(
-    _HOUSE + r"(?:(?:(?:[A-Z][\w'’.\-]{0,24}|\d{1,3}(?:st|nd|rd|th))[ \t]{1,3}){1,4}?"
+    _HOUSE + r"(?:(?:(?:[A-Z][\w'’.\-]{0,24}+|\d{1,3}+(?:st|nd|rd|th))[ \t]{1,3}+){1,4}?"
     rf"(?:{_STREET_TYPES})(?![\w'’])\.?"
     # street type first: 73 Rue de la Paix, 12 Via Roma
     r"|(?:Rue|rue|Via|Calle|Avenida|Piazza|Chemin|Quai|Allée|Place|Avenue)[ \t]{1,3}"
@@ -754,6 +755,8 @@ class Redactor:
         self.today = today or dt.date.today()
 
     def _public(self, tag: str, value: str) -> bool:
+        if not self.allow_digits and not self.allow_words:
+            return False
         if tag in _NUMBER_TAGS:
             return _digits(value) in self.allow_digits
         key = f" {_words(value)} "
