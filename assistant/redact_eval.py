@@ -1,12 +1,21 @@
-"""Measure PII redaction: recall on generated cases, false positives on PII-free customer messages.
+"""Measure PII redaction: recall and false positives on a labelled set, on generated cases, and speed.
 
-    python -m assistant.redact_eval [--n 800] [--seed 7] [--json]
+    python -m assistant.redact_eval                         # all three parts, a table each
+    python -m assistant.redact_eval --json runs/redact.json # the same, also written as JSON
+    python -m assistant.redact_eval --part labelled --misses
 
-Cases are generated: valid card numbers (Luhn), valid IBANs (mod 97), SSNs, account numbers,
-US/UK phone numbers, e-mail addresses, dates of birth and medical-record numbers, in several
-written formats, inside customer-style sentences. A case counts as caught when every character of
-the PII value is masked. False positives are counted on the domain packs' own evaluation
-questions (real customer phrasing, no PII) and on PII-free sentences with amounts, times and codes.
+- labelled: `tests/data/pii/messages.jsonl`, bank and hospital customer messages written from the
+  issue's list of personal-data kinds (not from the rules), PII values marked, plus clean messages
+  full of look-alikes, and `heldout.jsonl`, written the same way after the rules existed and not
+  tuned on (see their README). A value counts as caught when every non-space character of it is
+  masked; recall is reported per kind; the false-positive rate is the share of clean messages with
+  anything masked. Each message is redacted as the pipeline does it, with its pack's published
+  contacts allowed.
+- generated: 800 seeded cases (cards, IBANs, SSNs, accounts, phones, e-mails, dates of birth, MRNs in
+  several formats inside customer sentences), written against the first rules, and false positives
+  on the packs' own evaluation questions: the numbers kept from before.
+- timing: milliseconds to redact 100,000-character adversarial inputs (`a` * 100k, `1` * 100k,
+  `a@` * 50k, ...), the whole redactor and its slowest detector on each; the target is 100 ms.
 """
 
 from __future__ import annotations
@@ -15,9 +24,16 @@ import argparse
 import json
 import random
 import string
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from assistant.redact import Redactor, luhn_ok
+from assistant.redact import DETECTORS, Doc, Redactor, luhn_ok, public_numbers
+
+PII_DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "pii"
+LABELLED_SET = PII_DATA / "messages.jsonl"
+HELD_OUT_SET = PII_DATA / "heldout.jsonl"
+TARGET_MS = 100.0
 
 TEMPLATES = [
     "Hi, my {label} is {value}, can you help?",
@@ -127,6 +143,106 @@ BENIGN = [
 ]
 
 
+def _covered(redactor: Redactor, text: str) -> set[int]:
+    covered: set[int] = set()
+    for f in redactor.find(text):
+        covered.update(range(f.start, f.end))
+    return covered
+
+
+def _caught(text: str, start: int, end: int, covered: set[int]) -> bool:
+    return all(i in covered for i in range(start, end) if not text[i].isspace())
+
+
+# --- the labelled set -----------------------------------------------------------------------------
+
+@dataclass
+class LabelledReport:
+    by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [caught, values]
+    clean: int = 0
+    clean_flagged: int = 0
+    pii_messages: int = 0
+    stray_masks: int = 0  # masks on PII messages that touch no marked value
+    misses: list[str] = field(default_factory=list)
+    false_positives: list[str] = field(default_factory=list)
+
+    @property
+    def values(self) -> int:
+        return sum(n for _, n in self.by_kind.values())
+
+    @property
+    def caught(self) -> int:
+        return sum(c for c, _ in self.by_kind.values())
+
+    @property
+    def false_positive_rate(self) -> float:
+        return self.clean_flagged / self.clean if self.clean else 0.0
+
+    def to_dict(self) -> dict:
+        return {"values": self.values, "caught": self.caught, "recall": round(self.caught / self.values, 4),
+                "by_kind": {k: {"caught": c, "values": n, "recall": round(c / n, 4)}
+                            for k, (c, n) in sorted(self.by_kind.items())},
+                "clean_messages": self.clean, "clean_flagged": self.clean_flagged,
+                "false_positive_rate": round(self.false_positive_rate, 4),
+                "pii_messages": self.pii_messages, "stray_masks_on_pii_messages": self.stray_masks,
+                "misses": self.misses, "false_positives": self.false_positives}
+
+
+def pack_redactors() -> dict[str, Redactor]:
+    """A redactor per pack, built as the pipeline builds it (the pack's own contacts are public)."""
+    from assistant.packs import available_packs, load_pack
+
+    redactors = {}
+    for name in available_packs():
+        pack = load_pack(name)
+        redactors[name] = Redactor(allow=public_numbers([*pack.contacts.values(), *pack.replies.values()]))
+    return redactors
+
+
+def load_labelled(path: Path = LABELLED_SET) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for row in rows:
+        cursor: dict[str, int] = {}
+        for item in row["pii"]:
+            start = row["text"].find(item["value"], cursor.get(item["value"], 0))
+            if start < 0:
+                raise ValueError(f"{path}: {row['id']}: {item['value']!r} is not in its text")
+            item["start"], item["end"] = start, start + len(item["value"])
+            cursor[item["value"]] = item["end"]
+    return rows
+
+
+def evaluate_labelled(path: Path = LABELLED_SET) -> LabelledReport:
+    redactors = pack_redactors()
+    report = LabelledReport()
+    for row in load_labelled(path):
+        redactor, text = redactors[row["pack"]], row["text"]
+        found = redactor.find(text)
+        covered = {i for f in found for i in range(f.start, f.end)}
+        if not row["pii"]:
+            report.clean += 1
+            if found:
+                report.clean_flagged += 1
+                report.false_positives.append(f"{row['id']}: {text!r} -> {redactor.redact(text)!r}")
+            continue
+        report.pii_messages += 1
+        for item in row["pii"]:
+            counts = report.by_kind.setdefault(item["kind"], [0, 0])
+            counts[1] += 1
+            if _caught(text, item["start"], item["end"], covered):
+                counts[0] += 1
+            else:
+                report.misses.append(f"{item['kind']}: {item['value']!r} in {text!r} -> {redactor.redact(text)!r}")
+        marked = [(i["start"], i["end"]) for i in row["pii"]]
+        for f in found:
+            if not any(f.start < e and s < f.end for s, e in marked):
+                report.stray_masks += 1
+                report.false_positives.append(f"{row['id']} (stray {f.tag}): {f.text!r} in {text!r}")
+    return report
+
+
+# --- generated cases (the first rules' own test) --------------------------------------------------
+
 @dataclass
 class RedactionReport:
     cases: int
@@ -181,10 +297,7 @@ def evaluate(n: int = 800, seed: int = 7) -> RedactionReport:
     cases = synthetic_cases(n, seed)
     for kind, text, value in cases:
         start = text.index(value)
-        covered = set()
-        for f in redactor.find(text):
-            covered |= set(range(f.start, f.end))
-        ok = all(i in covered for i in range(start, start + len(value)) if not text[i].isspace())
+        ok = _caught(text, start, start + len(value), _covered(redactor, text))
         by_type[kind][1] += 1
         if ok:
             caught += 1
@@ -196,22 +309,108 @@ def evaluate(n: int = 800, seed: int = 7) -> RedactionReport:
     return RedactionReport(len(cases), caught, {k: tuple(v) for k, v in by_type.items()}, len(benign), flagged, misses)
 
 
+# --- speed on adversarial input -------------------------------------------------------------------
+
+def adversarial_inputs(length: int = 100_000, seed: int = 3) -> dict[str, str]:
+    """Inputs that make backtracking patterns quadratic or worse, each `length` characters."""
+    rng = random.Random(seed)
+    message = ("Hi, I'm Sarah Connolly, card 4111 1111 1111 1111 exp 09/27 cvv 382, DOB 03/14/1985, "
+               "call 617-555-0199 or sarah.c@example.com, I live at 12 Baker Street, London NW1 6XE. ")
+
+    def fill(unit: str) -> str:
+        return (unit * (length // len(unit) + 1))[:length]
+
+    return {
+        "a": fill("a"), "1": fill("1"), "a@": fill("a@"), "1 ": fill("1 "), "1-": fill("1-"),
+        "a.": fill("a."), "1.": fill("1."), "A ": fill("A "), "12 ": fill("12 "), "a@a.": fill("a@a."),
+        "mixed": "".join(rng.choice("aA1 -./@:+(),'\n") for _ in range(length)),
+        "digits and separators": "".join(rng.choice("0123456789 -./") for _ in range(length)),
+        "PII message": fill(message),
+    }
+
+
+def best_ms(fn, text: str, repeats: int = 3, clock=time.perf_counter) -> float:
+    """The fastest of `repeats` runs of fn(text), in milliseconds of `clock`."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = clock()
+        fn(text)
+        best = min(best, clock() - start)
+    return best * 1000
+
+
+def timing(length: int = 100_000, repeats: int = 3) -> dict:
+    """CPU and wall milliseconds of the whole redactor on each adversarial input, and its slowest
+    detector. CPU time is the measure: on a shared machine wall time also counts other processes."""
+    redactor = Redactor()
+    rows = {}
+    for name, text in adversarial_inputs(length).items():
+        cpu = best_ms(redactor.find, text, repeats, time.process_time)
+        wall = best_ms(redactor.find, text, repeats)
+        detectors = {d: best_ms(lambda t, f=f: list(f(Doc.of(t), redactor)), text, repeats, time.process_time)
+                     for d, f in DETECTORS}
+        slowest = max(detectors, key=detectors.get)
+        rows[name] = {"cpu_ms": round(cpu, 1), "wall_ms": round(wall, 1),
+                      "slowest_detector": slowest, "slowest_detector_cpu_ms": round(detectors[slowest], 1)}
+    worst = max(row["cpu_ms"] for row in rows.values())
+    return {"length": length, "target_ms": TARGET_MS, "worst_cpu_ms": worst, "within_target": worst <= TARGET_MS,
+            "inputs": rows}
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+def _print_labelled(path: Path, report: LabelledReport, misses: bool) -> None:
+    print(f"{path.relative_to(PII_DATA.parents[2])}: recall {report.caught}/{report.values} = "
+          f"{report.caught / report.values:.1%}")
+    print(f"  {'kind':<9} {'caught':>7} {'recall':>7}")
+    for kind, (c, n) in sorted(report.by_kind.items()):
+        print(f"  {kind:<9} {f'{c}/{n}':>7} {c / n:>7.0%}")
+    print(f"  false positives: {report.clean_flagged} of {report.clean} clean messages "
+          f"({report.false_positive_rate:.1%}); {report.stray_masks} stray masks on {report.pii_messages} "
+          "PII messages")
+    if misses:
+        for line in report.misses + report.false_positives:
+            print("   ", line)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m assistant.redact_eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=800)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--part", choices=["all", "labelled", "generated", "timing"], default="all")
+    p.add_argument("--n", type=int, default=800, help="generated cases")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated cases")
+    p.add_argument("--length", type=int, default=100_000, help="characters of each adversarial input")
+    p.add_argument("--misses", action="store_true", help="list every miss and false positive")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     args = p.parse_args(argv)
-    report = evaluate(args.n, args.seed)
+    results: dict = {}
+    if args.part in ("all", "labelled"):
+        for key, path in (("labelled", LABELLED_SET), ("held_out", HELD_OUT_SET)):
+            report = evaluate_labelled(path)
+            results[key] = report.to_dict()
+            _print_labelled(path, report, args.misses)
+    if args.part in ("all", "generated"):
+        generated = evaluate(args.n, args.seed)
+        results["generated"] = generated.to_dict()
+        print(f"generated cases: recall {generated.recall:.2%} ({generated.caught}/{generated.cases}); false "
+              f"positives: {generated.benign_flagged} of {generated.benign} pack questions and PII-free sentences")
+        for kind, (c, n) in generated.by_type.items():
+            print(f"  {kind:<9} {c}/{n}")
+        for miss in generated.misses[:20]:
+            print("    missed", miss)
+    if args.part in ("all", "timing"):
+        speed = timing(args.length)
+        results["timing"] = speed
+        print(f"speed: ms to redact {args.length:,}-character inputs (best of 3; target {TARGET_MS:.0f} ms CPU)")
+        print(f"  {'input':<24} {'CPU ms':>7} {'wall ms':>8}  slowest detector (CPU ms)")
+        for name, row in speed["inputs"].items():
+            print(f"  {name!r:<24} {row['cpu_ms']:>7.1f} {row['wall_ms']:>8.1f}  {row['slowest_detector']:<16} "
+                  f"{row['slowest_detector_cpu_ms']:>6.1f}")
+        print(f"  worst: {speed['worst_cpu_ms']:.1f} ms CPU "
+              f"({'within' if speed['within_target'] else 'OVER'} the {TARGET_MS:.0f} ms target)")
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-        return 0
-    print(f"recall {report.recall:.2%} ({report.caught}/{report.cases})")
-    for kind, (c, n) in report.by_type.items():
-        print(f"  {kind:<8} {c}/{n}")
-    print(f"false positives: {report.benign_flagged} of {report.benign} PII-free customer messages")
-    for miss in report.misses[:20]:
-        print("  missed", miss)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
     return 0
 
 
