@@ -7,6 +7,12 @@
     python -m index query DIR --queries FILE.jsonl [-k 10] [--mode ...] --json
     python -m index eval DIR --questions FILE.jsonl [--modes bm25,dense,hybrid] [--json]
     python -m index stats DIR
+    python -m index uploads DIR [--json]    uploads: who, when, private (waiting for approval) or shared
+    python -m index approve DIR ID... --by NAME [--replace] [--audit FILE]   into the shared index
+    python -m index reject DIR ID... --by NAME [--audit FILE]                dropped, file deleted
+
+`build` and `add` take `--limit NAME=VALUE` (repeatable) to change what one file may cost to read
+(index/limits.py), e.g. `--limit max_pages=500 --limit max_entry_bytes=20MB`.
 
 Exit codes: 0 done, 1 done but some files were skipped, 2 the command could not run (the message
 says why).
@@ -17,10 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
 from index.chunk import ChunkConfig
 from index.embed import EMBED_BACKENDS, ModelSpecError, resolve_embedder
 from index.evaluate import QuestionsError, evaluate, format_table, load_questions, read_jsonl
+from index.limits import IngestLimits
 from index.quiet import quiet_libraries
 from index.rerank import default_reranker_spec, reranker_available, resolve_reranker
 from index.search import MODES, Searcher
@@ -48,7 +57,7 @@ def _searcher(args: argparse.Namespace) -> Searcher:
 def cmd_build(args: argparse.Namespace) -> int:
     chunking = ChunkConfig(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
     report = build_index(args.sources, args.out, _embedder(args), chunking, progress=not args.quiet,
-                         index_type=args.index_type)
+                         index_type=args.index_type, limits=IngestLimits.parse(args.limit))
     print(report.summary())
     return 1 if report.skipped else 0
 
@@ -57,7 +66,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     store = IndexStore.open(args.index, embedder=args.embedder)
     embedder = _embedder(args, store)
     store.close()
-    report = add_to_index(args.index, args.sources, embedder, progress=not args.quiet)
+    report = add_to_index(args.index, args.sources, embedder, progress=not args.quiet,
+                          limits=IngestLimits.parse(args.limit))
     print(report.summary())
     return 1 if report.skipped else 0
 
@@ -145,6 +155,61 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "-"
+
+
+def cmd_uploads(args: argparse.Namespace) -> int:
+    from index.uploads import list_uploads
+
+    records = list_uploads(args.index)
+    if args.json:
+        print(json.dumps([{"id": r.id, **r.__dict__} for r in records], indent=2))
+        return 0
+    if not records:
+        print("no uploads")
+    for r in records:
+        by = r.user or (f"session {r.session}" if r.session else "unknown")
+        approved = f"  approved by {r.approved_by} {_when(r.approved_at)}" if r.approved_by else ""
+        print(f"{r.id}  {r.status:<7}  {r.source}  by {by}  {_when(r.uploaded_at)}{approved}")
+    return 0
+
+
+def _audit_log(args: argparse.Namespace):
+    """The audit log approvals go to: --audit, else the one of the data folder holding the index."""
+    from assistant.audit import AuditLog
+
+    path = Path(args.audit) if args.audit else None
+    index = Path(args.index).resolve()
+    if path is None and index.parent.name == "indexes":  # DATA/indexes/<pack>, the assistant's layout
+        path = index.parent.parent / "audit.sqlite"
+    if path is None:
+        raise ValueError(f"{index} is not in an assistant data folder (DATA/indexes/NAME): "
+                         "say where to record the decision with --audit FILE")
+    return AuditLog(path)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from index.uploads import approve_uploads, reject_uploads
+
+    audit = _audit_log(args)
+    store = IndexStore.open(args.index)
+    embedder = _embedder(args, store)
+    store.close()
+    if args.command == "approve":
+        records = approve_uploads(args.index, args.ids, embedder, by=args.by, replace_shared=args.replace)
+    else:
+        records = reject_uploads(args.index, args.ids, embedder)
+    done = {"approve": "approved", "reject": "rejected"}[args.command]
+    for r in records:
+        audit.event(f"upload_{done}", user=args.by, session_id=r.session, domain=Path(args.index).name,
+                    detail={"id": r.id, "source": r.source, "uploaded_by": r.user, "uploaded_at": r.uploaded_at,
+                            "sha256": r.sha256})
+        print(f"{done} {r.source} ({r.id}, uploaded by {r.user or r.session}); recorded in {audit.path}")
+    audit.close()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m index", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--index-type", default="auto", choices=INDEX_TYPES,
                    help="auto: exact flat below 20,000 chunks, HNSW above")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="what one file may cost to read, e.g. max_pages=500 (index/limits.py; repeatable)")
     b.set_defaults(func=cmd_build)
 
     a = sub.add_parser("add", help="add or refresh files in an index, keeping the rest")
@@ -171,6 +238,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("sources", nargs="+")
     model_args(a)
     a.add_argument("--quiet", action="store_true")
+    a.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE", help="as for build")
     a.set_defaults(func=cmd_add)
 
     r = sub.add_parser("remove", help="drop files from an index")
@@ -209,6 +277,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("index")
     s.add_argument("--files", action="store_true", help="list the indexed files")
     s.set_defaults(func=cmd_stats)
+
+    u = sub.add_parser("uploads", help="uploaded documents: who, when, private or shared")
+    u.add_argument("index")
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_uploads)
+
+    for name, what in (("approve", "move private uploads into the shared index (audited)"),
+                       ("reject", "drop private uploads from the index and delete their files (audited)")):
+        v = sub.add_parser(name, help=what)
+        v.add_argument("index")
+        v.add_argument("ids", nargs="+", help="upload ids (or their first 4+ characters) or names, as `uploads` lists")
+        v.add_argument("--by", required=True, help="the administrator deciding (recorded in the audit log)")
+        v.add_argument("--audit", default=None,
+                       help="audit log (default: DATA/audit.sqlite for an index at DATA/indexes/NAME)")
+        if name == "approve":
+            v.add_argument("--replace", action="store_true", help="replace a shared upload of the same name")
+        model_args(v)
+        v.set_defaults(func=cmd_review)
     return p
 
 

@@ -13,10 +13,18 @@ came out below score fusion on MedQuAD.
 
 Every hit carries its dense cosine; `min_score` applies to it, so "nothing relevant" means the same
 thing in every mode.
+
+Uploads waiting for an administrator's approval (index/uploads.py) are searched only for the session
+that uploaded them: `search(..., session=ID)`. Their vectors are excluded inside FAISS and their BM25
+scores zeroed before fusion, so another session's results are exactly those of an index without them.
+A Searcher keeps the version it opened (readers are never disturbed by a writer); `refresh()` moves it
+to the live version, so that an upload or an approval written by another process is searched too.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -25,7 +33,9 @@ import numpy as np
 from index.bm25 import tokenize
 from index.embed import Embedder
 from index.rerank import Reranker
-from index.store import IndexStore
+from index.store import IndexError_, IndexStore
+
+log = logging.getLogger(__name__)
 
 # Cosine similarity below which a passage is taken as unrelated to the query. Chosen on the bundled
 # embedder: on-topic policy questions score 0.40-0.75 against their passage, unrelated chit-chat < 0.25.
@@ -129,91 +139,125 @@ class Searcher:
             )
         self.store, self.embedder, self.reranker = store, embedder, reranker
         self.fusion = fusion or FusionConfig()
+        self._lock = threading.Lock()
 
     def search(self, query: str, k: int = 5, min_score: float = 0.0, mode: str = "hybrid",
-               rerank: bool = False, exclude: set[str] | None = None) -> list[Hit]:
+               rerank: bool = False, exclude: set[str] | None = None, session: str | None = None) -> list[Hit]:
         """Top-k passages with dense score >= min_score, best first, one per distinct text.
 
         `exclude` drops hits from those sources (as if the documents were not indexed; evaluation uses it).
+        `session` also searches the uploads that session made and no administrator has approved yet.
         """
-        return self.search_many([query], k=k, min_score=min_score, mode=mode, rerank=rerank, exclude=exclude)[0]
+        return self.search_many([query], k=k, min_score=min_score, mode=mode, rerank=rerank, exclude=exclude,
+                                session=session)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 5, min_score: float = 0.0,
-                    mode: str = "hybrid", rerank: bool = False, exclude: set[str] | None = None) -> list[list[Hit]]:
+                    mode: str = "hybrid", rerank: bool = False, exclude: set[str] | None = None,
+                    session: str | None = None) -> list[list[Hit]]:
         """Search several queries at once: one batched embedding call, then per-query fusion."""
         if mode not in MODES:
             raise ValueError(f"unknown search mode '{mode}': choose one of {', '.join(MODES)}")
         if rerank and self.reranker is None:
             raise ValueError("reranking asked for but no reranker is configured (--reranker or RA_RERANKER)")
+        store = self.store  # one version from start to end: row numbers never mix versions
         results: list[list[Hit]] = [[] for _ in queries]
         live = [i for i, q in enumerate(queries) if q.strip()]
-        if not live or len(self.store) == 0:
+        if not live or len(store) == 0:
             return results
+        hidden = store.hidden_rows(session)
         vectors = self.embedder.encode([queries[i] for i in live])
-        depth = self._depth(k)
-        dense_scores, dense_rows = self.store.search_vectors(vectors, depth)
+        depth = self._depth(store, k)
+        dense_scores, dense_rows = store.search_vectors(vectors, depth, hidden)
         for n, i in enumerate(live):
-            ranked = self._rank(queries[i], vectors[n], dense_rows[n], dense_scores[n], depth, mode)
+            ranked = self._rank(store, queries[i], vectors[n], dense_rows[n], dense_scores[n], depth, mode, hidden)
             if rerank:
-                ranked = self._rerank(queries[i], ranked)
-            results[i] = self._hits(ranked, k, min_score, exclude)
+                ranked = self._rerank(store, queries[i], ranked)
+            results[i] = self._hits(store, ranked, k, min_score, exclude)
         return results
 
     def hybrid_candidates(self, queries: Sequence[str], k: int = 5) -> list[Candidates]:
         """Each query's hybrid candidates before fusion, as search_many(k=k) sees them (for fitting)."""
-        if len(self.store) == 0:
+        store = self.store
+        if len(store) == 0:
             raise ValueError("the index is empty: build it first (python -m index build)")
+        hidden = store.hidden_rows(None)
         vectors = self.embedder.encode(list(queries))
-        depth = self._depth(k)
-        _, dense_rows = self.store.search_vectors(vectors, depth)
+        depth = self._depth(store, k)
+        _, dense_rows = store.search_vectors(vectors, depth, hidden)
         out = []
         for query, vector, rows in zip(queries, vectors, dense_rows, strict=True):
-            bm25_all, top = self._bm25_top(query, depth)
-            out.append(self._candidates(query, vector, rows[rows >= 0], bm25_all, top))
+            bm25_all, top = self._bm25_top(store, query, depth, hidden)
+            out.append(self._candidates(store, query, vector, rows[rows >= 0], bm25_all, top))
         return out
 
-    def _depth(self, k: int) -> int:
-        return min(len(self.store), max(self.fusion.depth, 3 * k, k + 10))
+    def refresh(self) -> IndexStore:
+        """Move to the index's live version when another writer replaced the one held (an upload or an
+        approval made elsewhere); queries already running finish on the version they started with."""
+        store = self.store
+        try:
+            live = (store.root / "CURRENT").read_text().strip()
+        except OSError:  # the directory is being replaced: keep answering from the version held
+            return store
+        if live == store.version:
+            return store
+        with self._lock:
+            if self.store.version != live:
+                try:
+                    self.store = IndexStore.open(store.root, embedder=self.embedder.name)
+                except IndexError_ as exc:  # rebuilt with another embedder: this Searcher cannot read it
+                    log.warning("index %s changed and cannot be followed (%s); searching version %s",
+                                store.root, exc, store.version)
+                    return store
+            return self.store
 
-    def _bm25_top(self, query: str, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 scores of every row, and the rows of the best `depth` with a positive score, best first."""
-        bm25_all = self.store.bm25.scores(query)
+    def _depth(self, store: IndexStore, k: int) -> int:
+        return min(len(store), max(self.fusion.depth, 3 * k, k + 10))
+
+    def _bm25_top(self, store: IndexStore, query: str, depth: int,
+                  hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 scores of every row (0 for hidden rows), and the rows of the best `depth` with a positive
+        score, best first."""
+        bm25_all = store.bm25.scores(query)
+        if len(hidden):
+            bm25_all = bm25_all.copy()
+            bm25_all[hidden] = 0.0
         top = np.argpartition(-bm25_all, min(depth, len(bm25_all)) - 1)[:depth]
         top = top[bm25_all[top] > 0]
         return bm25_all, top[np.argsort(-bm25_all[top], kind="stable")]
 
-    def _rank(self, query: str, vector: np.ndarray, dense_rows: np.ndarray, dense_scores: np.ndarray,
-              depth: int, mode: str) -> list[tuple[int, float, float, float]]:
+    def _rank(self, store: IndexStore, query: str, vector: np.ndarray, dense_rows: np.ndarray,
+              dense_scores: np.ndarray, depth: int, mode: str,
+              hidden: np.ndarray) -> list[tuple[int, float, float, float]]:
         """Candidates as (row, fused score, dense cosine, bm25), best first."""
         keep = dense_rows >= 0
         dense_rows, dense_scores = dense_rows[keep], dense_scores[keep]
         if mode == "dense":
             return [(int(r), float(s), float(s), 0.0) for r, s in zip(dense_rows, dense_scores, strict=True)]
-        bm25_all, top = self._bm25_top(query, depth)
+        bm25_all, top = self._bm25_top(store, query, depth, hidden)
         if mode == "bm25":
-            cosines = self.store.cosines(vector, top)
+            cosines = store.cosines(vector, top)
             return [(int(r), float(bm25_all[r]), float(c), float(bm25_all[r]))
                     for r, c in zip(top, cosines, strict=True)]
-        cand = self._candidates(query, vector, dense_rows, bm25_all, top)
+        cand = self._candidates(store, query, vector, dense_rows, bm25_all, top)
         fused = cand.fused(self.fusion.weight(cand.features))
         order = np.argsort(-fused, kind="stable")
         return [(int(cand.rows[j]), float(fused[j]), float(cand.cosines[j]), float(cand.bm25[j])) for j in order]
 
-    def _candidates(self, query: str, vector: np.ndarray, dense_rows: np.ndarray, bm25_all: np.ndarray,
-                    bm25_top: np.ndarray) -> Candidates:
+    def _candidates(self, store: IndexStore, query: str, vector: np.ndarray, dense_rows: np.ndarray,
+                    bm25_all: np.ndarray, bm25_top: np.ndarray) -> Candidates:
         # dense rows first, in their order: exact ties (the same passage in several documents) then rank
         # as in dense search, so that a dense weight of 1 gives exactly the dense ranking
         rows = np.concatenate([dense_rows, bm25_top[~np.isin(bm25_top, dense_rows)]])
-        cosines = self.store.cosines(vector, rows)
+        cosines = store.cosines(vector, rows)
         bm25 = bm25_all[rows]
         scale = float(bm25_all.max())
         terms = tokenize(query)
-        features = query_features(len(terms), dense_rows, bm25_top, scale, self.store.bm25.ceiling(terms))
+        features = query_features(len(terms), dense_rows, bm25_top, scale, store.bm25.ceiling(terms))
         return Candidates(rows, cosines, bm25, bm25 / scale if scale > 0 else bm25, features)
 
-    def _rerank(self, query: str, ranked: list[tuple[int, float, float, float]]) -> list[tuple]:
+    def _rerank(self, store: IndexStore, query: str, ranked: list[tuple[int, float, float, float]]) -> list[tuple]:
         head = ranked[: self.fusion.rerank_depth]
-        records = self.store.chunks(r for r, *_ in head)
+        records = store.chunks(r for r, *_ in head)
         texts = [records[r]["text"] for r, *_ in head]
         scores = self.reranker.score(query, texts)
         top = max((s for _, s, *_ in head), default=1.0) or 1.0
@@ -223,10 +267,11 @@ class Searcher:
         mixed.sort(key=lambda t: -t[1])
         return mixed + [(*t, None) for t in ranked[self.fusion.rerank_depth:]]
 
-    def _hits(self, ranked: list[tuple], k: int, min_score: float, exclude: set[str] | None = None) -> list[Hit]:
+    def _hits(self, store: IndexStore, ranked: list[tuple], k: int, min_score: float,
+              exclude: set[str] | None = None) -> list[Hit]:
         wanted = [t for t in ranked if t[2] >= min_score]
         wanted = wanted if exclude else wanted[: max(3 * k, k + 10)]
-        records = self.store.chunks(t[0] for t in wanted)
+        records = store.chunks(t[0] for t in wanted)
         hits: list[Hit] = []
         seen: set[str] = set()
         for row, score, dense, bm25, *rest in wanted:

@@ -6,6 +6,10 @@ Layout of an index directory:
     DIR/.lock                   writers hold an exclusive flock
     DIR/versions/<name>/        manifest.json, vectors.faiss, chunks.sqlite, bm25/
 
+chunks.sqlite holds the chunks, the files, and an `uploads` table: who uploaded a file and when, and
+whether it is still private to the uploader's session (index/uploads.py). Versions written before that
+table existed read as having no uploads.
+
 A build writes a complete new version beside the live one and then flips CURRENT, so a crash or
 `kill -9` at any point leaves the previous version loadable, and readers that opened it keep working.
 """
@@ -20,9 +24,9 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,8 @@ from tqdm import tqdm
 from index.bm25 import BM25Index
 from index.chunk import Chunk, ChunkConfig, chunk_document, tokenizer_counter
 from index.embed import Embedder
-from index.ingest import IngestError, iter_files, load_document
+from index.ingest import Document, IngestError, iter_files, load_document
+from index.limits import IngestLimits
 
 FORMAT_VERSION = 2
 # Past this many chunks the vectors go into an HNSW graph instead of an exact flat index: at 100k
@@ -83,6 +88,28 @@ class BuildReport:
         return "\n".join(lines)
 
 
+@dataclass
+class UploadRecord:
+    """Who uploaded a file, when, and who may search it; kept with the index (table `uploads`)."""
+
+    path: str  # the file's key in the index: where the upload is kept
+    source: str  # the name results show, e.g. uploads/fees.md
+    user: str | None  # login name, when logins are on
+    session: str | None  # the uploader's session
+    uploaded_at: float
+    status: str  # "private": searched only for `session`; "shared": for everyone
+    sha256: str = ""
+    size: int = 0
+    approved_by: str | None = None
+    approved_at: float | None = None
+    shared_root: str = ""  # the pack's uploads folder, where an approval moves a private upload
+
+    @property
+    def id(self) -> str:
+        """A short stable handle for the CLI and the UI (the first 10 hex digits of the path's SHA-256)."""
+        return hashlib.sha256(self.path.encode()).hexdigest()[:10]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -98,7 +125,12 @@ CREATE TABLE chunks (
 );
 CREATE TABLE files (path TEXT PRIMARY KEY, source TEXT, file_hash TEXT, n_chunks INTEGER);
 CREATE INDEX chunks_path ON chunks(path);
+CREATE TABLE uploads (
+    path TEXT PRIMARY KEY, source TEXT, user TEXT, session TEXT, uploaded_at REAL, status TEXT, sha256 TEXT,
+    size INTEGER, approved_by TEXT, approved_at REAL, shared_root TEXT
+);
 """
+_UPLOAD_COLUMNS = [f.name for f in fields(UploadRecord)]
 
 
 class IndexStore:
@@ -107,6 +139,8 @@ class IndexStore:
     def __init__(self, root: Path, version: str, manifest: Manifest, vectors, db: sqlite3.Connection):
         self.root, self.version, self.manifest, self.vectors, self.db = root, version, manifest, vectors, db
         self._bm25: BM25Index | None = None
+        self._uploads: dict[str, UploadRecord] | None = None
+        self._private_rows: dict[str, np.ndarray] | None = None
 
     @property
     def path(self) -> Path:
@@ -118,14 +152,42 @@ class IndexStore:
             self._bm25 = BM25Index.load(self.path / "bm25")
         return self._bm25
 
-    def search_vectors(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) of the `depth` nearest chunks per query vector (rows are -1 past the end)."""
-        if self.manifest.index_type == "hnsw":
-            import faiss
+    def search_vectors(self, queries: np.ndarray, depth: int,
+                       hidden: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the `depth` nearest chunks per query vector (rows are -1 past the end),
+        never one of the `hidden` rows."""
+        import faiss
 
-            params = faiss.SearchParametersHNSW(efSearch=max(128, 2 * depth))
+        selector = keep = None
+        if hidden is not None and len(hidden):
+            keep = faiss.IDSelectorBatch(np.asarray(hidden, dtype=np.int64))
+            selector = faiss.IDSelectorNot(keep)  # `keep` stays referenced until the search is done
+        if self.manifest.index_type == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(128, 2 * depth), sel=selector)
             return self.vectors.search(queries, depth, params=params)
+        if selector is not None:
+            return self.vectors.search(queries, depth, params=faiss.SearchParameters(sel=selector))
         return self.vectors.search(queries, depth)
+
+    def uploads(self) -> dict[str, UploadRecord]:
+        """Upload records by file key (empty for versions written before uploads were recorded)."""
+        if self._uploads is None:
+            has_table = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'uploads'").fetchone()
+            rows = self.db.execute(f"SELECT {', '.join(_UPLOAD_COLUMNS)} FROM uploads").fetchall() if has_table else []
+            self._uploads = {r[0]: UploadRecord(*r) for r in rows}
+        return self._uploads
+
+    def hidden_rows(self, session: str | None) -> np.ndarray:
+        """Rows of private uploads that `session` did not make: what its searches must not see."""
+        if self._private_rows is None:
+            owned: dict[str, list[int]] = {}
+            for record in self.uploads().values():
+                if record.status == "private":
+                    owned.setdefault(record.session or "", []).extend(self.rows_for_path(record.path))
+            self._private_rows = {k: np.array(v, dtype=np.int64) for k, v in owned.items()}
+        parts = [rows for owner, rows in self._private_rows.items() if session is None or owner != session]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def cosines(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact cosine of the query with the stored vectors of `rows`."""
@@ -238,23 +300,29 @@ def build_index(
     progress: bool = True,
     extra: dict | None = None,
     index_type: str = "auto",
+    limits: IngestLimits | None = None,
 ) -> BuildReport:
-    """Make the index at `out` hold exactly the files under `sources`.
+    """Make the index at `out` hold exactly the files under `sources` (and the uploads still waiting for
+    approval, which only index/uploads.py adds or removes).
 
-    Unchanged files (same SHA-256) keep their chunks and vectors; changed and new files are read and
-    embedded; files no longer present are dropped.
+    Unchanged files (same SHA-256) keep their chunks and vectors; changed and new files are read (within
+    `limits`) and embedded; files no longer present are dropped.
     """
     return update_index(out, embedder, chunking, add=sources, keep_others=False, progress=progress,
-                        extra=extra, index_type=index_type)
+                        extra=extra, index_type=index_type, loader=_loader(limits))
 
 
 def add_to_index(out: str | Path, sources: list[str], embedder: Embedder, *, progress: bool = True,
-                 index_type: str = "auto") -> BuildReport:
+                 index_type: str = "auto", limits: IngestLimits | None = None) -> BuildReport:
     """Add (or refresh) the files under `sources`, keeping everything else the index holds."""
     if not IndexStore.exists(out):
         raise IndexError_(f"no index at {out}: create one with `python -m index build SRC --out {out}`")
     return update_index(out, embedder, None, add=sources, keep_others=True, progress=progress,
-                        index_type=index_type)
+                        index_type=index_type, loader=_loader(limits))
+
+
+def _loader(limits: IngestLimits | None) -> Callable[[Path], Document]:
+    return lambda path: load_document(path, limits)
 
 
 def remove_from_index(out: str | Path, names: list[str], embedder: Embedder, *,
@@ -276,8 +344,14 @@ def update_index(
     progress: bool = True,
     extra: dict | None = None,
     index_type: str = "auto",
+    uploads: dict[str, UploadRecord] | None = None,
+    loader: Callable[[Path], Document] = load_document,
 ) -> BuildReport:
-    """Write a new version of the index from the previous one plus `add` minus `remove`."""
+    """Write a new version of the index from the previous one plus `add` minus `remove`.
+
+    `uploads` records who uploaded which of the added files (by file key); the records of files the new
+    version keeps are carried over. `loader` parses a new or changed file (index/sandbox.py for uploads).
+    """
     started = time.time()
     if index_type not in INDEX_TYPES:
         raise IndexError_(f"unknown index type '{index_type}': choose one of {', '.join(INDEX_TYPES)}")
@@ -309,7 +383,12 @@ def update_index(
             and previous.manifest.chunk_overlap == chunking.chunk_overlap
         )
         old_files = previous.files() if previous is not None else {}
+        old_uploads = previous.uploads() if previous is not None else {}
         names = _display_names(add)
+        if not keep_others:  # a rebuild keeps the uploads still waiting for an administrator
+            for key, record in old_uploads.items():
+                if record.status == "private" and Path(key).is_file():
+                    names.setdefault(Path(key), record.source)
         count = tokenizer_counter(embedder.tokenizer)
 
         kept: list[tuple[Chunk, np.ndarray | None, str]] = []
@@ -345,7 +424,7 @@ def update_index(
                 reused += 1
                 continue
             try:
-                doc = load_document(path)
+                doc = loader(path)
             except IngestError as exc:
                 skipped.append((name, str(exc)))
                 continue
@@ -375,7 +454,9 @@ def update_index(
             index_type=kind, sources=roots,
             extra=extra if extra is not None else (previous.manifest.extra if previous else {}),
         )
-        version = _write_version(root, manifest, index, bm25, kept, files)
+        records = {key: old_uploads[key] for key in files if key in old_uploads}
+        records.update({key: record for key, record in (uploads or {}).items() if key in files})
+        version = _write_version(root, manifest, index, bm25, kept, files, records)
         if previous is not None:
             previous.close()
         _prune(root, keep={version, previous.version if previous else ""})
@@ -410,7 +491,7 @@ def make_vector_index(matrix: np.ndarray, kind: str):
     return index
 
 
-def _write_version(root, manifest, index, bm25, kept, files) -> str:
+def _write_version(root, manifest, index, bm25, kept, files, uploads: dict[str, UploadRecord]) -> str:
     import faiss
 
     versions = root / "versions"
@@ -432,6 +513,8 @@ def _write_version(root, manifest, index, bm25, kept, files) -> str:
         ],
     )
     db.executemany("INSERT INTO files VALUES (?,?,?,?)", [(p, *v) for p, v in files.items()])
+    db.executemany(f"INSERT INTO uploads ({', '.join(_UPLOAD_COLUMNS)}) VALUES ({', '.join('?' * len(_UPLOAD_COLUMNS))})",
+                   [tuple(asdict(r).values()) for r in uploads.values()])
     db.commit()
     db.close()
     (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
