@@ -7,7 +7,19 @@ import shutil
 import pytest
 
 from assistant.pipeline import Response, Source
-from ui.app import AssistantPool, UIConfig, build_demo, render_details, upload_summary
+from index.limits import MB, IngestLimits
+from index.uploads import Uploader, UploadSettings
+from tests.hostile import docx_bomb
+from ui.app import (
+    AssistantPool,
+    UIConfig,
+    build_demo,
+    pending_choices,
+    render_details,
+    review_uploads,
+    upload_documents,
+    upload_summary,
+)
 from ui.auth import UsersError, checker, hash_password, load_users
 
 
@@ -104,3 +116,37 @@ def test_app_builds_with_upload_and_feedback_switched_off(bank_bot):
     full = build_demo(pool, UIConfig())
     ids = {getattr(block, "elem_id", None) for block in full.blocks.values()}
     assert {"upload-files", "feedback-comment", "handoff", "details"} <= ids
+
+
+def test_ui_upload_is_attributed_audited_and_private_until_an_admin_approves(bank_copy, tmp_path):
+    question = "When do branches close on Zephyr Day?"
+    note = tmp_path / "zephyr.md"
+    note.write_text("# Zephyr Day\n\nBranches close at 1:00 p.m. on Zephyr Day, 14 March.\n")
+    settings = UploadSettings(limits=IngestLimits(max_entry_bytes=2 * MB))
+    report = upload_documents(bank_copy, [note, docx_bomb(tmp_path / "bomb.docx", 8)], Uploader("alice", "s-a"),
+                              settings)
+    assert report.added == ["zephyr.md"] and "limit max_entry_bytes" in dict(report.rejected)["bomb.docx"]
+    assert "for this session only" in upload_summary(report)
+    events = {e["kind"]: e for e in bank_copy.audit.events()}
+    assert (events["upload"]["user"], events["upload"]["session_id"]) == ("alice", "s-a")
+    assert events["upload"]["detail"]["status"] == "private"
+    assert "max_entry_bytes" in events["upload_refused"]["detail"]["reason"]
+
+    search = bank_copy.searcher.search
+    assert search(question, k=2, session="s-a")[0].source == "uploads/zephyr.md"
+    assert all(h.source != "uploads/zephyr.md" for h in search(question, k=3, session="s-b"))
+    [(label, upload_id)] = pending_choices(bank_copy)
+    assert "uploads/zephyr.md" in label and "alice" in label
+    assert review_uploads(bank_copy, [upload_id], "root", True, settings) == "Approved: `uploads/zephyr.md`"
+    assert bank_copy.searcher.search(question, k=2)[0].source == "uploads/zephyr.md"
+    approved = bank_copy.audit.events("upload_approved")
+    assert [(e["user"], e["detail"]["uploaded_by"]) for e in approved] == [("root", "alice")]
+    assert pending_choices(bank_copy) == []
+
+
+def test_app_shows_the_approval_panel_only_when_admins_are_named(bank_bot):
+    pool = AssistantPool(bank_bot.config)
+    ids = {getattr(b, "elem_id", None) for b in build_demo(pool, UIConfig(admins=["root"])).blocks.values()}
+    assert {"approval-panel", "approve-button", "reject-button", "upload-files"} <= ids
+    plain = {getattr(b, "elem_id", None) for b in build_demo(pool, UIConfig()).blocks.values()}
+    assert "approval-panel" not in plain

@@ -1,6 +1,8 @@
 """Start the chat UI (`make run`), or print a users-file line for a password.
 
     python -m ui [--host 127.0.0.1] [--port 7860] [--model bundled] [--users FILE] [--no-upload] [--no-feedback]
+    python -m ui --users users.txt --admin alice          # alice approves uploads in the UI
+    python -m ui --shared-uploads --upload-limit max_pages=300
     python -m ui hash-password            # asks for a password, prints "name:sha256:HEX"
 """
 
@@ -44,6 +46,16 @@ def parser() -> argparse.ArgumentParser:
                    help="users file for pilot logins (also RA_UI_USERS_FILE, or RA_UI_USERS='name:pw,...')")
     p.add_argument("--no-upload", action="store_true", help="hide document upload (also RA_UI_UPLOAD=0)")
     p.add_argument("--no-feedback", action="store_true", help="hide thumbs and comments (also RA_UI_FEEDBACK=0)")
+    p.add_argument("--admin", action="append", default=None,
+                   help="a login name that may approve or reject uploads in the UI (repeatable; also "
+                        "RA_UI_ADMINS='alice,bob'); `python -m index approve` works without one")
+    p.add_argument("--shared-uploads", action="store_true",
+                   help="uploads join the shared index at once, as before approvals existed (also "
+                        "RA_UI_SHARED_UPLOADS=1); by default they are private to the uploading session until "
+                        "an administrator approves them")
+    p.add_argument("--upload-limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="what one uploaded file may cost to read, e.g. max_pages=300 or max_memory_bytes=1GB "
+                        "(fields of index/limits.py IngestLimits; repeatable)")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("RA_UI_CONCURRENCY", "4")),
                    help="requests worked on at once (default 4)")
     p.add_argument("--max-queue", type=int, default=int(os.environ.get("RA_UI_MAX_QUEUE", "64")),
@@ -74,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsersError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from index.limits import IngestLimits
+    from index.uploads import UploadSettings
     from ui.app import CSS, AssistantPool, UIConfig, build_demo, find_adapters
 
     try:
@@ -81,10 +95,16 @@ def main(argv: list[str] | None = None) -> int:
                                backend=args.backend, grounding=args.grounding,
                                **({"base_url": args.base_url} if args.base_url else {}))
         pool = AssistantPool(base)
+        admins = args.admin or [a.strip() for a in os.environ.get("RA_UI_ADMINS", "").split(",") if a.strip()]
+        uploads = UploadSettings(private=not (args.shared_uploads or _flag("RA_UI_SHARED_UPLOADS", False)),
+                                 limits=IngestLimits.parse(args.upload_limit))
         ui = UIConfig(upload=not args.no_upload and _flag("RA_UI_UPLOAD", True),
                       feedback=not args.no_feedback and _flag("RA_UI_FEEDBACK", True),
                       concurrency=args.concurrency, max_queue=args.max_queue,
-                      adapters=find_adapters(base.data_dir, args.adapter))
+                      adapters=find_adapters(base.data_dir, args.adapter), uploads=uploads, admins=admins)
+        if admins and not users:
+            print("warning: --admin has no effect without logins (--users): approve with `python -m index approve`",
+                  file=sys.stderr)
         if not args.no_warm_up:  # load the index, classifier and LLM now: the first question is then fast
             _ = pool.get(base.domain).generator
         demo = build_demo(pool, ui)

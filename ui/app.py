@@ -6,13 +6,19 @@ sources with scores, an intent + confidence badge, a "Talk to a person" button, 
 an optional comment (stored in the audit log next to the answer), settings, example questions, and
 document upload into the current domain's index.
 
-    python -m ui [--host 127.0.0.1] [--port 7860] [--users FILE] [--no-upload] [--no-feedback]
+Uploads (index/uploads.py) are parsed in a child process within IngestLimits, recorded with the login
+name and session in the index and the audit log, and private to the uploading session until an
+administrator (`--admin NAME`) approves them in the "Uploads awaiting approval" panel or with
+`python -m index approve`; `--shared-uploads` shares them at once instead.
+
+    python -m ui [--host 127.0.0.1] [--port 7860] [--users FILE] [--admin NAME] [--no-upload] [--no-feedback]
 """
 
 from __future__ import annotations
 
 import html
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -22,7 +28,16 @@ import gradio as gr
 
 from assistant.config import AssistantConfig
 from assistant.packs import available_packs, load_pack
-from assistant.pipeline import Assistant, Response, UploadReport
+from assistant.pipeline import Assistant, Response, uploads_root
+from index.uploads import (
+    Uploader,
+    UploadReport,
+    UploadSettings,
+    add_uploads,
+    approve_uploads,
+    list_uploads,
+    reject_uploads,
+)
 
 NO_ADAPTER = "none (base model)"
 ACCEPTED_FILES = [".txt", ".md", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"]
@@ -37,7 +52,12 @@ class UIConfig:
     concurrency: int = 4  # requests the queue works on at once (answers still generate one at a time)
     max_queue: int = 64  # requests waiting beyond that are refused with "too busy"
     adapters: list[str] = field(default_factory=list)  # fine-tuned adapter directories offered in settings
-    max_file_mb: int = 50
+    uploads: UploadSettings = field(default_factory=UploadSettings)  # private until approved, limits, isolation
+    admins: list[str] = field(default_factory=list)  # login names that may approve or reject uploads here
+
+    @property
+    def max_file_mb(self) -> int:
+        return int(self.uploads.limits.max_file_bytes // 2**20)
 
 
 class AssistantPool:
@@ -141,9 +161,55 @@ def chat_text(response: Response) -> str:
     return response.answer
 
 
+def upload_documents(bot: Assistant, paths: list[str | Path], uploader: Uploader,
+                     settings: UploadSettings) -> UploadReport:
+    """Add files to the bot's index for `uploader` (index/uploads.py) and audit each one, added or refused."""
+    report = add_uploads(bot.config.index_dir, uploads_root(bot.config.data_dir, bot.pack), paths, bot.embedder,
+                         uploader, settings)
+    for r in report.records:
+        bot.audit.event("upload", user=uploader.user, session_id=uploader.session, domain=bot.pack.name,
+                        detail={"id": r.id, "source": r.source, "status": r.status, "sha256": r.sha256,
+                                "size": r.size})
+    for name, reason in report.rejected:
+        bot.audit.event("upload_refused", user=uploader.user, session_id=uploader.session, domain=bot.pack.name,
+                        detail={"name": name, "reason": reason})
+    bot.searcher.refresh()
+    return report
+
+
+def review_uploads(bot: Assistant, ids: list[str], admin: str, approve: bool, settings: UploadSettings) -> str:
+    """Approve private uploads into the shared index, or reject them; audited with the administrator's name."""
+    if approve:
+        records = approve_uploads(bot.config.index_dir, ids, bot.embedder, by=admin, settings=settings)
+    else:
+        records = reject_uploads(bot.config.index_dir, ids, bot.embedder)
+    done = "approved" if approve else "rejected"
+    for r in records:
+        bot.audit.event(f"upload_{done}", user=admin, session_id=r.session, domain=bot.pack.name,
+                        detail={"id": r.id, "source": r.source, "uploaded_by": r.user,
+                                "uploaded_at": r.uploaded_at, "sha256": r.sha256})
+    bot.searcher.refresh()
+    return f"{done.capitalize()}: " + ", ".join(f"`{r.source}`" for r in records)
+
+
+def pending_choices(bot: Assistant) -> list[tuple[str, str]]:
+    """(label, id) of every upload waiting for approval in the bot's index, oldest first."""
+    out = []
+    for r in list_uploads(bot.config.index_dir):
+        if r.status == "private":
+            who = r.user or f"session {(r.session or '')[:8]}"
+            out.append((f"{r.source} · {who} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.uploaded_at))}",
+                        r.id))
+    return out
+
+
 def upload_summary(report: UploadReport) -> str:
     lines = []
-    if report.added:
+    if report.added and getattr(report, "private", False):
+        lines.append(f"**Added {len(report.added)} document(s) for this session only** ({report.seconds:.1f} s): "
+                     + ", ".join(f"`{n}`" for n in report.added)
+                     + ". Other users will find them once an administrator approves them.")
+    elif report.added:
         lines.append(f"**Added {len(report.added)} document(s)** ({report.chunks} passages in the index now, "
                      f"{report.seconds:.1f} s): " + ", ".join(f"`{n}`" for n in report.added))
     if report.rejected:
@@ -206,6 +272,7 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
         if not chat:  # an empty chat is a new conversation, whatever an API caller's session held before
             state = dict(state, turns=[], turn_ids={})
         bot = pool.get(domain, adapter_value(adapter))
+        bot.searcher.refresh()  # uploads and approvals made elsewhere (another tab, `python -m index approve`)
         chat = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
         yield chat, render_details(None, "Thinking…"), "", state
         response = None
@@ -243,17 +310,46 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
     def reset(domain: str) -> tuple:
         return [], render_details(None), "", new_session(), gr.Dataset(samples=[[q] for q in examples[domain]])
 
-    def upload(files: list | None, domain: str, adapter: str,
+    def upload(files: list | None, domain: str, adapter: str, state: dict, request: gr.Request,
                progress=gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008  (how Gradio injects progress)
         if not files:
             return "Choose one or more files first.", None
         paths = [f if isinstance(f, str) else f.name for f in files]
         progress(0, desc="reading and indexing")
+        uploader = Uploader(user=getattr(request, "username", None), session=(state or {}).get("session_id"))
         try:
-            report = pool.get(domain, adapter_value(adapter)).add_documents(paths, progress=True)
+            report = upload_documents(pool.get(domain, adapter_value(adapter)), paths, uploader, ui.uploads)
         except Exception as exc:  # the index keeps its previous version: nothing is lost
             return f"**Upload failed**, the index is unchanged: {exc}", None
         return upload_summary(report), None
+
+    def admin_name(request: gr.Request | None) -> str | None:
+        name = getattr(request, "username", None)
+        return name if name and name in ui.admins else None
+
+    def show_review(domain: str, request: gr.Request) -> tuple:
+        if not admin_name(request):
+            return gr.update(visible=False), gr.update(choices=[], value=[])
+        return gr.update(visible=True), gr.update(choices=pending_choices(pool.get(domain)), value=[])
+
+    def review(ids: list[str] | None, domain: str, approve: bool, request: gr.Request) -> tuple:
+        admin = admin_name(request)
+        if not admin:
+            return "Only an administrator can approve or reject uploads.", gr.update()
+        bot = pool.get(domain)
+        if not ids:
+            return "Choose one or more uploads first.", gr.update(choices=pending_choices(bot), value=[])
+        try:
+            note = review_uploads(bot, list(ids), admin, approve, ui.uploads)
+        except Exception as exc:  # the index keeps its previous version
+            note = f"**Not done**, the index is unchanged: {exc}"
+        return note, gr.update(choices=pending_choices(bot), value=[])
+
+    def approve_selected(ids: list[str] | None, domain: str, request: gr.Request) -> tuple:
+        return review(ids, domain, True, request)
+
+    def reject_selected(ids: list[str] | None, domain: str, request: gr.Request) -> tuple:
+        return review(ids, domain, False, request)
 
     with gr.Blocks(title="Regulated assistant") as demo:
         state = gr.State(new_session)
@@ -296,6 +392,15 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
                                         elem_id="upload-files")
                         add = gr.Button("Add to index", elem_id="upload-button")
                         upload_status = gr.Markdown(elem_id="upload-status")
+                if ui.upload and ui.admins:
+                    with gr.Accordion("Uploads awaiting approval", open=False, visible=False,
+                                      elem_id="approval-panel") as review_panel:
+                        pending = gr.Dropdown([], multiselect=True, label="Private uploads", elem_id="pending")
+                        with gr.Row():
+                            approve = gr.Button("Approve into the shared index", variant="primary",
+                                                elem_id="approve-button")
+                            reject = gr.Button("Reject", elem_id="reject-button")
+                        review_status = gr.Markdown(elem_id="review-status")
 
         inputs = [msg, chatbot, domain, top_k, temperature, max_tokens, adapter, state]
         outputs = [chatbot, details, msg, state]
@@ -310,7 +415,14 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
         if ui.feedback:
             chatbot.like(on_feedback, [state, comment, domain], [feedback_note], api_name=False)
         if ui.upload:
-            add.click(upload, [files, domain, adapter], [upload_status, files], api_name="upload",
+            add.click(upload, [files, domain, adapter, state], [upload_status, files], api_name="upload",
                       concurrency_limit=1)
+        if ui.upload and ui.admins:
+            demo.load(show_review, [domain], [review_panel, pending], api_name=False)
+            domain.change(show_review, [domain], [review_panel, pending], api_name=False)
+            approve.click(approve_selected, [pending, domain], [review_status, pending], api_name=False,
+                          concurrency_limit=1)
+            reject.click(reject_selected, [pending, domain], [review_status, pending], api_name=False,
+                         concurrency_limit=1)
     demo.queue(default_concurrency_limit=ui.concurrency, max_size=ui.max_queue)
     return demo
