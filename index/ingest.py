@@ -116,7 +116,7 @@ def load_document(path: str | Path, limits: IngestLimits | None = None) -> Docum
         raise IngestError(f"refused: {exc}", limit=exc.limit) from exc
     except IngestError:
         raise
-    except MemoryError:  # under index/sandbox.py's cap; unbounded in-process parsing never gets here
+    except MemoryError:  # under index/sandbox.py's address-space cap (in process: the machine ran out)
         raise IngestError(f"refused: parsing needed more memory than allowed (limit "
                           f"{limits.describe('max_memory_bytes')})", limit="max_memory_bytes") from None
     except PermissionError as exc:
