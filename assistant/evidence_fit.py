@@ -64,12 +64,13 @@ def collect_features(bot, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_answerable(x: np.ndarray, y: np.ndarray, max_refused: float, max_flagged: float = 0.0,
-                   calibrate: np.ndarray | None = None) -> dict:
+                   calibrate: np.ndarray | None = None, floor: float = 0.0) -> dict:
     """A logistic model answerable-vs-not, and two probability thresholds: below `prob` a question is
     refused, below `flag_prob` its evidence is shown as the closest the documents come. They refuse at most
     `max_refused` and flag at most `max_flagged` of the answerable questions in `calibrate` (a mask: the
     customer-phrased ones, whose scores run lower than those of questions written beside the code), on
-    cross-validated probabilities."""
+    cross-validated probabilities. A question whose best unit scores below `floor` is refused whatever its
+    probability, and counts among the refused."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -78,12 +79,13 @@ def fit_answerable(x: np.ndarray, y: np.ndarray, max_refused: float, max_flagged
     probs = np.mean([cross_val_predict(model, x, y, method="predict_proba",
                                        cv=StratifiedKFold(5, shuffle=True, random_state=seed))[:, 1]
                      for seed in range(5)], axis=0)
+    probs[x[:, 0] < floor] = 0.0  # feature 0 is the best unit's score
     answerable = probs[(y == 1) & calibrate]
     threshold = float(np.quantile(answerable, max_refused))
     flag = float(np.quantile(answerable, max_refused + max_flagged)) if max_flagged else 0.0
     model.fit(x, y)
     out = {"coef": [round(float(c), 4) for c in model.coef_[0]], "bias": round(float(model.intercept_[0]), 4),
-           "prob": round(threshold, 4), "flag_prob": round(flag, 4)}
+           "prob": round(threshold, 4), "flag_prob": round(flag, 4), "answerable_above": floor}
     for name, mask in (("all", np.ones(len(y), dtype=bool)), ("calibration set", calibrate)):
         a, u = probs[(y == 1) & mask], probs[(y == 0) & mask]
         out[name] = {"answerable_refused": round(float((a < threshold).mean()), 3),
@@ -170,7 +172,7 @@ def main(args: argparse.Namespace) -> int:
                 customer.append(np.full(len(y), split == "fit"))
         calibrate = np.concatenate(customer)
         result = fit_answerable(np.concatenate(xs), np.concatenate(ys), args.max_refused, args.max_flagged,
-                                calibrate if calibrate.any() else None)
+                                calibrate if calibrate.any() else None, args.floor)
         print(json.dumps(result))
         return 0
     w0 = np.array([getattr(shipped, s) for s in SIGNALS])
@@ -196,6 +198,8 @@ def add_fit_evidence_command(sub) -> None:
                    help="fit the answerable-or-not model on the current mix instead of the mix itself")
     p.add_argument("--max-refused", type=float, default=0.08,
                    help="share of answerable questions the threshold may refuse")
+    p.add_argument("--floor", type=float, default=0.35,
+                   help="with --answerable: a best unit below this score is refused whatever the model says")
     p.add_argument("--max-flagged", type=float, default=0.14,
                    help="with --answerable: share of answerable customer-phrased (fit/) questions that may be "
                         "shown as the closest the documents come")

@@ -151,7 +151,7 @@ class UploadReport:
 CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
           "Ask me to connect you with a person if you need certainty._")
 EVIDENCE_MAX_TOKENS = 80
-OVERRIDE_MARGIN = 0.10  # an "off-topic" message is answered only with evidence this far above the floor
+OVERRIDE_SCORE = 0.56  # an "off-topic" message is answered only when its best evidence scores this much
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
 
@@ -308,7 +308,7 @@ class Assistant:
             probe = self._find_evidence(message, history, config)
             found = probe[1]
             if (found.evidence and not found.flagged
-                    and found.evidence[0].score >= self.selector.weights.answerable_above + OVERRIDE_MARGIN):
+                    and found.evidence[0].score >= OVERRIDE_SCORE):
                 action = "answer"
             else:
                 probe = None
@@ -420,8 +420,7 @@ class Assistant:
         shown_in_answer = {n for c in statuses if c.status != "removed" for n in c.cites}
         sources = [replace(s, cited=s.n in shown_in_answer) for s in sources]
         top = evidence[0].score
-        floor = self.selector.weights.answerable_above
-        confidence = round(float(0.5 + 0.5 * np.clip((top - floor) / 0.4, 0.0, 1.0)), 3)
+        confidence = round(found.probability, 3)  # the answerable model's probability
         response = Response(
             answer=answer, sources=sources, done=True, grounded=True, confidence=confidence, support=round(top, 3),
             caveat=found.flagged,
