@@ -30,6 +30,7 @@ class AssistantConfig:
     min_score: float = DEFAULT_MIN_SCORE
     search_mode: str = "hybrid"  # hybrid, dense or bm25 (see index/search.py)
     max_new_tokens: int = 160
+    max_message_chars: int = 2000  # longer messages are answered with the limit, enforced here, not only in the UI
     temperature: float = 0.0
     data_dir: Path = field(default_factory=data_dir)
     backend: str = "auto"  # auto, transformers, llama-cpp or openai (see assistant/backends.py)

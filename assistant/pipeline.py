@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
 from assistant.audit import AuditLog, TurnRecord
 from assistant.backends import choose_backend, make_generator
 from assistant.cite import attribute
@@ -45,9 +43,9 @@ from assistant.safety import emergency_intent, only_injection, strip_injections
 from assistant.slots import extract_slots, is_affirmative
 from assistant.verify import SentenceCheck, Verifier
 from index.embed import Embedder, resolve_embedder
-from index.ingest import IngestError, load_document
 from index.search import Hit, Searcher
-from index.store import BuildReport, IndexError_, IndexStore, add_to_index, build_index
+from index.store import BuildReport, IndexError_, IndexStore, build_index
+from index.uploads import Uploader, UploadReport, UploadSettings, add_uploads
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +136,6 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
                        extra={"pack": pack.name, "pack_fingerprint": fingerprint})
 
 
-@dataclass
-class UploadReport:
-    """What an upload did: files added to the index, and files refused with the reason."""
-
-    added: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    chunks: int = 0  # chunks in the index afterwards
-    seconds: float = 0.0
-
-
 CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
           "Ask me to connect you with a person if you need certainty._")
 EVIDENCE_MAX_TOKENS = 80
@@ -176,12 +164,6 @@ def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path) -> I
     except OSError:  # another process finished the same training first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
     return IntentClassifier.load(target, embedder=embedder)
-
-
-def _upload_name(name: str) -> str:
-    """A safe file name for an upload: no folders, no leading dots, only ordinary characters."""
-    stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", Path(name).name).strip(" .") or "document"
-    return stem[:120]
 
 
 class Assistant:
@@ -268,10 +250,14 @@ class Assistant:
         message = message.strip()
         if not message:
             raise ValueError("the message is empty: ask a question")
+        if len(message) > config.max_message_chars:
+            yield self._too_long(message, config.max_message_chars, session_id)
+            return
+        self.searcher.refresh()  # uploads approved elsewhere since the last turn
         if config.answer_mode != "quote":
             _ = self.generator  # the first call loads the LLM: outside the per-question timings
         started = time.perf_counter()
-        route = self.route(message, history, config)
+        route = self.route(message, history, config, session_id=session_id)
         prediction, action, offer, probe = route.prediction, route.action, route.offer, route.probe
         intent_ms = (time.perf_counter() - started) * 1000
         label = None if prediction.label == "_followup" else prediction.label
@@ -292,7 +278,7 @@ class Assistant:
                                              offer, probe)
 
     def route(self, message: str, history: list[tuple[str, str]] | None = None,
-              config: AssistantConfig | None = None) -> Route:
+              config: AssistantConfig | None = None, session_id: str | None = None) -> Route:
         """What to do with a message: the classifier's intent, then the routing rules (assistant/routing.py):
         a question about a flow's or a handoff's topic is answered (the flow offered beside it), and a
         message called off-topic or small talk is answered when the documents clearly answer it."""
@@ -305,7 +291,7 @@ class Assistant:
             action, offer = "answer", prediction.label
         probe = None
         if action in ("out_of_scope", "smalltalk") and not only_injection(message) and len(message.split()) >= 4:
-            probe = self._find_evidence(message, history, config)
+            probe = self._find_evidence(message, history, config, session_id)
             found = probe[1]
             if (found.evidence and not found.flagged
                     and found.evidence[0].score >= OVERRIDE_SCORE):
@@ -330,8 +316,8 @@ class Assistant:
         confidence = 1.0 if action == "emergency" else None
         return Response(answer=text, done=True, ticket=ticket, confidence=confidence)
 
-    def _find_evidence(self, message: str, history: list[tuple[str, str]], config: AssistantConfig
-                       ) -> tuple[str, Selection, list[Hit]]:
+    def _find_evidence(self, message: str, history: list[tuple[str, str]], config: AssistantConfig,
+                       session_id: str | None = None) -> tuple[str, Selection, list[Hit]]:
         """(query searched, what the selector found, passage pool). After earlier turns the message is searched both as it
         is and condensed with the earlier topic (assistant/condense.py); the stronger evidence decides, so
         "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up."""
@@ -341,7 +327,7 @@ class Assistant:
             if condensed != message:
                 queries.append(condensed)
         pools = self.searcher.search_many(queries, k=config.pool_k, min_score=config.pool_min_score,
-                                          mode=config.search_mode)
+                                          mode=config.search_mode, session=session_id)
         best: tuple[float, str, Selection, list[Hit]] | None = None
         for query, pool in zip(queries, pools, strict=True):
             found = self.selector.assess(query, pool) if pool else Selection([], 0.0, False)
@@ -369,7 +355,7 @@ class Assistant:
         """Evidence-first answers: the selected document sentences, then (evidence mode) a short answer the
         LLM writes from them alone, verified sentence by sentence; the quote when nothing survives."""
         t0 = time.perf_counter()
-        query, found, pool = probe or self._find_evidence(message, history, config)
+        query, found, pool = probe or self._find_evidence(message, history, config, session_id)
         evidence = found.evidence
         retrieval_ms = (time.perf_counter() - t0) * 1000
         base = {**base, "answer_mode": config.answer_mode, "query": query}
@@ -442,8 +428,8 @@ class Assistant:
     def _answer(self, message, history, config, session_id, prediction, started, intent_ms, base):
         t0 = time.perf_counter()
         query = self.retrieval_query(message, history)
-        hits: list[Hit] = self.searcher.search(query, k=config.top_k,
-                                               min_score=config.min_score, mode=config.search_mode)
+        hits: list[Hit] = self.searcher.search(query, k=config.top_k, min_score=config.min_score,
+                                               mode=config.search_mode, session=session_id)
         retrieval_ms = (time.perf_counter() - t0) * 1000
         sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
                           chunk_id=h.chunk_id, section=" › ".join(h.headings))
@@ -502,6 +488,16 @@ class Assistant:
             confidence=response.confidence, grounded=response.grounded, latency=response.latency_ms,
             ticket=response.ticket))
 
+    def _too_long(self, message: str, limit: int, session_id: str | None) -> Response:
+        """A message over the length limit: answered with the limit, audited with its first `limit` characters
+        only (nothing of it is classified, searched or generated from)."""
+        response = Response(answer=(f"Your message is {len(message):,} characters long; I can read at most "
+                                    f"{limit:,}. Please shorten it, or split it into separate questions."),
+                            done=True, refused=True, action="too_long", model=self.llm_name)
+        self._record(response, f"{message[:limit]}… [{len(message):,} characters]", session_id, retrieved=[],
+                     prompt_hash=None)
+        return response
+
     def handoff(self, history: list[tuple[str, str]], session_id: str | None = None) -> Response:
         """The "talk to a person" button: a ticket with the conversation so far, and what happens next."""
         summary = " | ".join(f"user: {u}" for u, _ in history[-5:]) or "(no messages yet)"
@@ -511,56 +507,28 @@ class Assistant:
         self._record(response, "[talk to a person]", session_id, retrieved=[], prompt_hash=None)
         return response
 
-    def add_documents(self, paths: list[str | Path], progress: bool = False) -> UploadReport:
-        """Add uploaded files to this pack's index (incrementally) and keep them with the pack's uploads.
+    def add_documents(self, paths: list[str | Path], progress: bool = False, *, uploader: Uploader | None = None,
+                      settings: UploadSettings | None = None) -> UploadReport:
+        """Add uploaded files to this pack's index (index/uploads.py) and audit each one, added or refused.
 
-        Every file is parsed first; one that cannot be (empty, binary, malformed, unsupported, too large)
-        is refused with its reason and never reaches the index. Nothing already indexed is touched.
+        Every file is parsed first, in a child process within IngestLimits; one that cannot be (empty,
+        binary, malformed, unsupported, over a limit) is refused with its reason and never reaches the
+        index. Nothing already indexed is touched. With an uploader's session (the UI, the API) the files are
+        private to that session until an administrator approves them; without one they are shared at once.
         """
-        started = time.perf_counter()
-        report = UploadReport()
-        accepted: list[tuple[Path, str]] = []
-        for raw in paths:
-            path = Path(raw)
-            name = _upload_name(path.name)
-            try:
-                load_document(path)
-            except IngestError as exc:
-                report.rejected.append((path.name, str(exc)))
-                continue
-            accepted.append((path, name))
-        if accepted:
-            root = uploads_root(self.config.data_dir, self.pack)
-            folder = root / "uploads"
-            folder.mkdir(parents=True, exist_ok=True)
-            copied: list[Path] = []
-            try:
-                for path, name in accepted:
-                    target = folder / name
-                    tmp = target.with_name(f".{name}.part")
-                    shutil.copyfile(path, tmp)
-                    tmp.replace(target)
-                    copied.append(target)
-                result = add_to_index(self.config.index_dir, [str(root)], self.embedder, progress=progress)
-            except Exception:
-                for target in copied:  # the index is unchanged: do not keep files it does not hold
-                    target.unlink(missing_ok=True)
-                raise
-            bad = {Path(p).name: reason for p, reason in result.skipped}
-            for (path, name), target in zip(accepted, copied, strict=True):
-                if name in bad:
-                    target.unlink(missing_ok=True)
-                    report.rejected.append((path.name, bad[name]))
-                else:
-                    report.added.append(name)
-            self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name),
-                                     self.embedder)
-        report.chunks = len(self.searcher.store)
-        report.seconds = round(time.perf_counter() - started, 2)
+        uploader = uploader or Uploader()
+        settings = settings or UploadSettings(private=bool(uploader.session))
+        report = add_uploads(self.config.index_dir, uploads_root(self.config.data_dir, self.pack), paths,
+                             self.embedder, uploader, settings, progress=progress)
+        for r in report.records:
+            self.audit.event("upload", user=uploader.user, session_id=uploader.session, domain=self.pack.name,
+                             detail={"id": r.id, "source": r.source, "status": r.status, "sha256": r.sha256,
+                                     "size": r.size})
+        for name, reason in report.rejected:
+            self.audit.event("upload_refused", user=uploader.user, session_id=uploader.session,
+                             domain=self.pack.name, detail={"name": name, "reason": reason})
+        self.searcher.refresh()
         return report
-
-    def feedback(self, turn_id: str, rating: int, comment: str | None = None) -> None:
-        self.audit.feedback(turn_id, rating, comment)
 
     def respond(self, message: str, history: list[tuple[str, str]] | None = None, **kwargs) -> Response:
         *_, final = self.stream(message, history, **kwargs)

@@ -127,6 +127,17 @@ def test_every_turn_has_a_complete_audit_record(bank_bot, data_dir):
     assert answer["model"] and answer["confidence"] is not None
 
 
+def test_a_huge_message_is_refused_on_the_server_and_stored_cut(bank_bot, data_dir):
+    """The length limit holds outside the browser too: a 100,000-character message is never classified,
+    searched or generated from, and the audit row keeps only its first max_message_chars characters."""
+    limit = bank_bot.config.max_message_chars
+    response = bank_bot.respond("what is the routing number " + "a" * 100_000, session_id="huge-1")
+    assert response.refused and response.action == "too_long" and f"{limit:,}" in response.answer
+    assert not response.sources and not response.evidence
+    rows = [r for r in AuditLog(data_dir / "audit.sqlite").turns() if r["session_id"] == "huge-1"]
+    assert len(rows) == 1 and len(rows[0]["message"]) < limit + 40 and rows[0]["action"] == "too_long"
+
+
 def test_audit_export_cli(bank_bot, data_dir):
     from tests.conftest import run_cli
 

@@ -28,12 +28,11 @@ import gradio as gr
 
 from assistant.config import AssistantConfig
 from assistant.packs import available_packs, load_pack
-from assistant.pipeline import Assistant, Response, uploads_root
+from assistant.pipeline import Assistant, Response
 from index.uploads import (
     Uploader,
     UploadReport,
     UploadSettings,
-    add_uploads,
     approve_uploads,
     list_uploads,
     reject_uploads,
@@ -163,18 +162,8 @@ def chat_text(response: Response) -> str:
 
 def upload_documents(bot: Assistant, paths: list[str | Path], uploader: Uploader,
                      settings: UploadSettings) -> UploadReport:
-    """Add files to the bot's index for `uploader` (index/uploads.py) and audit each one, added or refused."""
-    report = add_uploads(bot.config.index_dir, uploads_root(bot.config.data_dir, bot.pack), paths, bot.embedder,
-                         uploader, settings)
-    for r in report.records:
-        bot.audit.event("upload", user=uploader.user, session_id=uploader.session, domain=bot.pack.name,
-                        detail={"id": r.id, "source": r.source, "status": r.status, "sha256": r.sha256,
-                                "size": r.size})
-    for name, reason in report.rejected:
-        bot.audit.event("upload_refused", user=uploader.user, session_id=uploader.session, domain=bot.pack.name,
-                        detail={"name": name, "reason": reason})
-    bot.searcher.refresh()
-    return report
+    """Add files to the bot's index for `uploader` (index/uploads.py); the bot audits each one."""
+    return bot.add_documents(paths, uploader=uploader, settings=settings)
 
 
 def review_uploads(bot: Assistant, ids: list[str], admin: str, approve: bool, settings: UploadSettings) -> str:
@@ -365,7 +354,8 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
                                      buttons=["copy"])
                 with gr.Row():
                     msg = gr.Textbox(placeholder="Type your question and press Enter", show_label=False,
-                                     scale=5, elem_id="message", autofocus=True, max_length=2000)
+                                     scale=5, elem_id="message", autofocus=True,
+                                     max_length=AssistantConfig.max_message_chars)
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 with gr.Row():
                     person = gr.Button("Talk to a person", elem_id="handoff")
