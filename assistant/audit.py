@@ -11,6 +11,7 @@ summaries pass through the Redactor first; nothing unredacted is stored.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sqlite3
@@ -42,7 +43,10 @@ CREATE TABLE IF NOT EXISTS turns (
     confidence REAL,
     grounded INTEGER,
     latency TEXT,            -- JSON: {intent_ms, retrieval_ms, generation_ms, check_ms, total_ms}
-    ticket TEXT
+    ticket TEXT,
+    status TEXT,             -- ok, streaming (started, never finished: the process died), cancelled, error
+    error TEXT,              -- the exception's class when status is error
+    user TEXT                -- the login name, when logins are on
 );
 CREATE INDEX IF NOT EXISTS turns_time ON turns(time);
 CREATE TABLE IF NOT EXISTS tickets (
@@ -91,8 +95,15 @@ class TurnRecord:
     grounded: bool | None = None
     latency: dict[str, float] = field(default_factory=dict)
     ticket: str | None = None
+    status: str = "ok"  # ok, streaming, cancelled, error
+    error: str | None = None
+    user: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     time: float = field(default_factory=time.time)
+
+
+TURN_STATUSES = ("ok", "streaming", "cancelled", "error")
+_ADDED_COLUMNS = {"turns": ("status TEXT", "error TEXT", "user TEXT")}  # logs written before these existed
 
 
 class AuditLog:
@@ -107,18 +118,62 @@ class AuditLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def record(self, turn: TurnRecord) -> str:
+        """Write a turn; a turn already recorded under the same id (its provisional row, written when its
+        first text was shown) is replaced, so every turn has exactly one row, whatever became of it."""
+        if turn.status not in TURN_STATUSES:
+            raise ValueError(f"turn status {turn.status!r}: use one of {', '.join(TURN_STATUSES)}")
         r = self.redactor.redact
         row = asdict(turn)
         row.update(message=r(turn.message), answer=r(turn.answer), retrieved=json.dumps(turn.retrieved),
                    latency=json.dumps({k: round(v, 1) for k, v in turn.latency.items()}),
                    grounded=None if turn.grounded is None else int(turn.grounded))
         names = list(row)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in ("id", "time"))
         with self._lock:
-            self._db.execute(f"INSERT INTO turns ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                             [row[n] for n in names])
+            self._db.execute(f"INSERT INTO turns ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+                             f"ON CONFLICT(id) DO UPDATE SET {updates}", [row[n] for n in names])
         return turn.id
+
+    def purge(self, before: float, *, by: str | None = None) -> dict[str, int]:
+        """Delete turns (with their feedback), tickets and events older than `before` (retention); the purge
+        itself is recorded as an event, which is kept."""
+        with self._lock:
+            counts = self._delete("time < ?", "time < ?", "time < ? AND kind NOT LIKE 'audit_%'", before)
+        self.event("audit_purge", user=by, detail={"before": datetime.fromtimestamp(before, UTC).isoformat(),
+                                                   **counts})
+        return counts
+
+    def erase(self, session_id: str, *, by: str | None = None) -> dict[str, int]:
+        """Delete everything recorded for one session (right to erasure); the erasure is recorded as an
+        event naming the session's digest, not the session."""
+        with self._lock:
+            counts = self._delete("session_id = ?", "session_id = ?", "session_id = ? AND kind NOT LIKE 'audit_%'",
+                                  session_id)
+        digest = hashlib.sha256(session_id.encode()).hexdigest()[:16]
+        self.event("audit_erase", user=by, detail={"session_sha256": digest, **counts})
+        return counts
+
+    def _delete(self, turns_where: str, tickets_where: str, events_where: str, value) -> dict[str, int]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            feedback = db.execute(f"DELETE FROM feedback WHERE turn_id IN (SELECT id FROM turns WHERE {turns_where})",
+                                  (value,)).rowcount
+            turns = db.execute(f"DELETE FROM turns WHERE {turns_where}", (value,)).rowcount
+            tickets = db.execute(f"DELETE FROM tickets WHERE {tickets_where}", (value,)).rowcount
+            events = db.execute(f"DELETE FROM events WHERE {events_where}", (value,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return {"turns": turns, "feedback": feedback, "tickets": tickets, "events": events}
 
     def open_ticket(self, session_id: str | None, domain: str, reason: str, summary: str) -> str:
         """Create a handoff ticket; returns its number, e.g. HO-20261126-3F9A2C."""

@@ -18,6 +18,7 @@ import re
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -64,6 +65,17 @@ class Source:
 
 
 @dataclass
+class TurnContext:
+    """One call of `Assistant.stream`: its audit id, who asked, and the last Response shown."""
+
+    message: str
+    session_id: str | None
+    user: str | None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    shown: Response | None = None
+
+
+@dataclass
 class Response:
     """One answer, complete when `done`; while streaming, `answer` grows."""
 
@@ -89,6 +101,7 @@ class Response:
     sentences: list[dict] = field(default_factory=list)  # {"text", "status": verified|quoted|removed, "reason"}
     offer: str | None = None  # a flow or handoff offered beside an answer ("how do I complain?")
     query: str = ""  # what was searched (a follow-up condensed with the earlier topic, or the message)
+    user: str | None = None  # who asked: the login name, when logins are on
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -240,18 +253,41 @@ class Assistant:
         return spec.action if spec else "out_of_scope"
 
     def stream(self, message: str, history: list[tuple[str, str]] | None = None, *, session_id: str | None = None,
-               **overrides) -> Iterator[Response]:
+               user: str | None = None, **overrides) -> Iterator[Response]:
         """Yield partial Responses while the answer is generated; the last one has done=True.
 
+        Every turn has exactly one audit row: written when its first text is shown (status `streaming`: a
+        process killed mid-answer leaves it so), completed at the end (`ok`), or marked `cancelled` (the
+        caller stopped reading: a closed browser tab, a cancel) or `error` (with the exception's class),
+        with what had been shown by then. `user` is the login name, when logins are on.
         `overrides` change settings for this call only (top_k, min_score, max_new_tokens, temperature).
         """
         config = replace(self.config, **overrides) if overrides else self.config
-        history = history or []
         message = message.strip()
         if not message:
             raise ValueError("the message is empty: ask a question")
+        turn = TurnContext(message=message, session_id=session_id, user=user)
+        try:
+            for response in self._turn(message, history or [], config, turn):
+                if turn.shown is None and not response.done:
+                    self._record_unfinished(turn, response, "streaming")
+                turn.shown = response
+                yield response
+        except GeneratorExit:
+            if turn.shown is None or not turn.shown.done:
+                self._record_unfinished(turn, turn.shown, "cancelled")
+            raise
+        except Exception as exc:
+            if turn.shown is None or not turn.shown.done:
+                self._record_unfinished(turn, turn.shown, "error", error=type(exc).__name__)
+            exc.turn_id = turn.id  # the reference a caller can show instead of the error
+            raise
+
+    def _turn(self, message: str, history: list[tuple[str, str]], config: AssistantConfig,
+              turn: TurnContext) -> Iterator[Response]:
+        session_id = turn.session_id
         if len(message) > config.max_message_chars:
-            yield self._too_long(message, config.max_message_chars, session_id)
+            yield self._too_long(message, config.max_message_chars, turn)
             return
         self.searcher.refresh()  # uploads approved elsewhere since the last turn
         if config.answer_mode != "quote":
@@ -262,7 +298,7 @@ class Assistant:
         intent_ms = (time.perf_counter() - started) * 1000
         label = None if prediction.label == "_followup" else prediction.label
         base = dict(intent=label, action=action, intent_confidence=round(prediction.confidence, 3),
-                    model=self.llm_name)
+                    model=self.llm_name, turn_id=turn.id, user=turn.user)
         if action != "answer":
             response = self._scripted(message, prediction.label, action, session_id, history)
             response.latency_ms = {"intent": round(intent_ms, 1),
@@ -482,28 +518,45 @@ class Assistant:
     def _record(self, response: Response, message: str, session_id: str | None, retrieved: list[dict],
                 prompt_hash: str | None) -> None:
         response.turn_id = self.audit.record(TurnRecord(
+            id=response.turn_id or uuid.uuid4().hex, user=response.user,
             session_id=session_id, domain=self.pack.name, message=message, intent=response.intent,
             intent_confidence=response.intent_confidence, action=response.action, retrieved=retrieved,
             model=self.llm_name, adapter=self.config.adapter, prompt_hash=prompt_hash, answer=response.answer,
             confidence=response.confidence, grounded=response.grounded, latency=response.latency_ms,
             ticket=response.ticket))
 
-    def _too_long(self, message: str, limit: int, session_id: str | None) -> Response:
+    def _too_long(self, message: str, limit: int, turn: TurnContext) -> Response:
         """A message over the length limit: answered with the limit, audited with its first `limit` characters
         only (nothing of it is classified, searched or generated from)."""
         response = Response(answer=(f"Your message is {len(message):,} characters long; I can read at most "
                                     f"{limit:,}. Please shorten it, or split it into separate questions."),
-                            done=True, refused=True, action="too_long", model=self.llm_name)
-        self._record(response, f"{message[:limit]}… [{len(message):,} characters]", session_id, retrieved=[],
-                     prompt_hash=None)
+                            done=True, refused=True, action="too_long", model=self.llm_name, turn_id=turn.id,
+                            user=turn.user)
+        self._record(response, f"{message[:limit]}… [{len(message):,} characters]", turn.session_id,
+                     retrieved=[], prompt_hash=None)
         return response
 
-    def handoff(self, history: list[tuple[str, str]], session_id: str | None = None) -> Response:
+    def _record_unfinished(self, turn: TurnContext, shown: Response | None, status: str,
+                           error: str | None = None) -> None:
+        """The audit row of a turn that has not finished (yet): what had been shown, and why it stopped."""
+        shown = shown or Response(answer="")
+        message = turn.message
+        if len(message) > self.config.max_message_chars:
+            message = f"{message[:self.config.max_message_chars]}… [{len(message):,} characters]"
+        self.audit.record(TurnRecord(
+            id=turn.id, user=turn.user, session_id=turn.session_id, domain=self.pack.name, message=message,
+            intent=shown.intent, intent_confidence=shown.intent_confidence, action=shown.action,
+            model=self.llm_name, adapter=self.config.adapter, answer=shown.answer, confidence=shown.confidence,
+            status=status, error=error,
+            retrieved=[{"source": s.source, "chunk_id": s.chunk_id, "score": s.score} for s in shown.sources]))
+
+    def handoff(self, history: list[tuple[str, str]], session_id: str | None = None,
+                user: str | None = None) -> Response:
         """The "talk to a person" button: a ticket with the conversation so far, and what happens next."""
         summary = " | ".join(f"user: {u}" for u, _ in history[-5:]) or "(no messages yet)"
         ticket = self.audit.open_ticket(session_id, self.pack.name, "button", summary)
         response = Response(answer=self.pack.reply("handoff", ticket=ticket), done=True, intent="human_agent",
-                            action="handoff", ticket=ticket, model=self.llm_name)
+                            action="handoff", ticket=ticket, model=self.llm_name, user=user)
         self._record(response, "[talk to a person]", session_id, retrieved=[], prompt_hash=None)
         return response
 

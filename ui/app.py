@@ -17,6 +17,7 @@ administrator (`--admin NAME`) approves them in the "Uploads awaiting approval" 
 from __future__ import annotations
 
 import html
+import logging
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from index.uploads import (
     reject_uploads,
 )
 
+log = logging.getLogger("ui")
 NO_ADAPTER = "none (base model)"
 ACCEPTED_FILES = [".txt", ".md", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"]
 
@@ -251,7 +253,7 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
         return None if not choice or choice == NO_ADAPTER else choice
 
     def respond(message: str, chat: list, domain: str, top_k: int, temperature: float, max_new_tokens: int,
-                adapter: str, state: dict) -> Iterator[tuple]:
+                adapter: str, state: dict, request: gr.Request) -> Iterator[tuple]:
         state = state or new_session()
         message = (message or "").strip()
         chat = list(chat or [])
@@ -267,21 +269,26 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
         response = None
         try:
             for response in bot.stream(message, list(state["turns"]), session_id=state["session_id"],
-                                       top_k=int(top_k), temperature=float(temperature),
-                                       max_new_tokens=int(max_new_tokens)):
+                                       user=getattr(request, "username", None), top_k=int(top_k),
+                                       temperature=float(temperature), max_new_tokens=int(max_new_tokens)):
                 chat[-1] = {"role": "assistant", "content": chat_text(response)}
                 yield chat, gr.skip(), "", state
-        except ValueError as exc:  # a bad setting or an over-long prompt: say so in the chat
-            chat[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
-            yield chat, render_details(None, str(exc)), "", state
+        except Exception as exc:  # a bug or a failed back end: logged in full, the customer gets an apology
+            turn = getattr(exc, "turn_id", None)
+            log.exception("answering failed (audit turn %s)", turn)
+            apology = ("Sorry, something went wrong on our side and I could not finish this answer. "
+                       "Please try again, or ask for a person." + (f" (Reference: {turn})" if turn else ""))
+            chat[-1] = {"role": "assistant", "content": apology}
+            yield chat, render_details(None, apology), "", state
             return
         state = dict(state, turns=[*state["turns"], (message, response.answer)],
                      turn_ids={**state["turn_ids"], str(len(chat) - 1): response.turn_id})
         yield chat, render_details(response), "", state
 
-    def talk_to_person(chat: list, domain: str, adapter: str, state: dict) -> tuple:
+    def talk_to_person(chat: list, domain: str, adapter: str, state: dict, request: gr.Request) -> tuple:
         state = state or new_session()
-        response = pool.get(domain, adapter_value(adapter)).handoff(list(state["turns"]), state["session_id"])
+        response = pool.get(domain, adapter_value(adapter)).handoff(list(state["turns"]), state["session_id"],
+                                                                    user=getattr(request, "username", None))
         chat = list(chat or []) + [{"role": "assistant", "content": response.answer}]
         state = dict(state, turns=[*state["turns"], ("[talk to a person]", response.answer)],
                      turn_ids={**state["turn_ids"], str(len(chat) - 1): response.turn_id})
