@@ -5,12 +5,14 @@
     python -m assistant prepare [--domain bank --domain hospital]   # convert the model, build the indexes
     python -m assistant generate "PROMPT" --backend llama-cpp --json  # the LLM alone: text and speed
     python -m assistant fit-grounding bank.jsonl --check hospital.jsonl --out grounding.json
+    python -m assistant serve --port 8000 --tokens-file tokens.txt [--domain bank] [--workers 2]  # HTTP API
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -29,10 +31,15 @@ from index.store import IndexError_
 USER_ERRORS = (ModelSpecError, PackError, IndexError_, ValueError)
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -> None:
     defaults = AssistantConfig.__dataclass_fields__
-    p.add_argument("--domain", default=defaults["domain"].default,
-                   help=f"domain pack: {', '.join(available_packs())} or a pack directory")
+    if many_domains:
+        p.add_argument("--domain", action="append", default=None,
+                       help=f"a domain pack to serve, repeatable (default: every built-in pack: "
+                            f"{', '.join(available_packs())}); a name or a pack directory")
+    else:
+        p.add_argument("--domain", default=defaults["domain"].default,
+                       help=f"domain pack: {', '.join(available_packs())} or a pack directory")
     p.add_argument("--model", default="bundled", help="LLM: bundled, a Hugging Face id, a local directory or a .gguf")
     p.add_argument("--embedder", default="bundled", help="embedder: bundled, a Hugging Face id or a local directory")
     p.add_argument("--adapter", default=None, help="PEFT adapter directory from `python -m finetune`")
@@ -240,6 +247,36 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from assistant.serve import ServeConfig, serve
+
+    domains = args.domain or available_packs()
+    config = config_from(argparse.Namespace(**{**vars(args), "domain": domains[0]}))
+    return serve(ServeConfig(tokens_file=args.tokens_file, domains=domains, assistant=config, host=args.host,
+                             port=args.port, workers=args.workers, threads=args.threads,
+                             max_pending=args.max_pending, max_request_bytes=args.max_request_kb * 1024))
+
+
+def add_serve_command(sub) -> None:
+    serve = sub.add_parser("serve", help="the assistant as an OpenAI-compatible HTTP API (see assistant/api.py)")
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 listens on every interface")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--tokens-file", default=os.environ.get("RA_API_TOKENS_FILE"),
+                       required=not os.environ.get("RA_API_TOKENS_FILE"),
+                       help="API tokens, one a line as 'name:token' (the name is the audit log's user) or a bare "
+                            "token (default $RA_API_TOKENS_FILE)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the port (SO_REUSEPORT), each loading its own models")
+    serve.add_argument("--threads", type=int, default=8, help="answers worked on at once in one process")
+    serve.add_argument("--max-pending", type=int, default=64,
+                       help="requests one process holds, running or waiting; more are refused with 503")
+    serve.add_argument("--max-request-kb", type=int, default=256, help="larger request bodies get 413")
+    serve.add_argument("--data-dir", default=None,
+                       help="indexes and the audit log (default $RA_DATA_DIR or ~/.local/share/regulated-assistant)")
+    add_config_args(serve, many_domains=True)
+    serve.set_defaults(func=cmd_serve)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m assistant", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -289,6 +326,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", default=None, help="default: $RA_DATA_DIR or ~/.local/share/regulated-assistant")
     export.add_argument("--db", default=None, help="an audit.sqlite file")
     export.set_defaults(func=cmd_audit_export)
+    add_serve_command(sub)
     add_intents_commands(sub)
     add_fit_command(sub)
     add_fit_evidence_command(sub)
