@@ -229,15 +229,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_export(args: argparse.Namespace) -> int:
-    from assistant.audit import AuditLog, parse_since
+def _audit_log(args: argparse.Namespace):
+    from assistant.audit import AuditLog
     from assistant.config import data_dir
 
     path = Path(args.db) if args.db else AssistantConfig().audit_path if not args.data_dir else Path(
         args.data_dir) / "audit.sqlite"
     if not path.exists():
         raise ValueError(f"no audit log at {path}: it is created by the first answer (data dir: {data_dir()})")
-    log = AuditLog(path)
+    return AuditLog(path)
+
+
+def cmd_audit_purge(args: argparse.Namespace) -> int:
+    from assistant.audit import parse_since
+
+    before = parse_since(args.before)
+    counts = _audit_log(args).purge(before, by=args.by)
+    print(json.dumps({"purged_before": args.before, **counts}))
+    return 0
+
+
+def cmd_audit_erase(args: argparse.Namespace) -> int:
+    counts = _audit_log(args).erase(args.session, by=args.by)
+    print(json.dumps({"erased_session": args.session, **counts}))
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from assistant.audit import parse_since
+
+    log = _audit_log(args)
     since = parse_since(args.since)
     if args.what == "tickets":
         rows = [r for r in log.tickets() if since is None or r["time"] >= since]
@@ -323,9 +344,18 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="jsonl", choices=("jsonl", "csv"))
     export.add_argument("--tickets", dest="what", action="store_const", const="tickets", default="turns",
                         help="print the handoff tickets instead (JSONL)")
-    export.add_argument("--data-dir", default=None, help="default: $RA_DATA_DIR or ~/.local/share/regulated-assistant")
-    export.add_argument("--db", default=None, help="an audit.sqlite file")
-    export.set_defaults(func=cmd_audit_export)
+    purge = audit_sub.add_parser("purge", help="delete turns, feedback, tickets and events older than a date "
+                                 "(retention); the purge itself is recorded")
+    purge.add_argument("--before", required=True, help="ISO date/time (2026-01-01) or an age (90d)")
+    erase = audit_sub.add_parser("erase", help="delete everything recorded for one session (right to erasure); "
+                                 "the erasure itself is recorded, with the session's digest only")
+    erase.add_argument("--session", required=True, help="the session id (the audit export's session_id)")
+    for cmd, func in ((export, cmd_audit_export), (purge, cmd_audit_purge), (erase, cmd_audit_erase)):
+        cmd.add_argument("--data-dir", default=None, help="default: $RA_DATA_DIR or ~/.local/share/regulated-assistant")
+        cmd.add_argument("--db", default=None, help="an audit.sqlite file")
+        cmd.set_defaults(func=func)
+    for cmd in (purge, erase):
+        cmd.add_argument("--by", default=os.environ.get("USER"), help="who does it, for the record (default $USER)")
     add_serve_command(sub)
     add_intents_commands(sub)
     add_fit_command(sub)

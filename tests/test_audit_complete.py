@@ -120,3 +120,17 @@ def test_erasure_and_purge_remove_rows_and_are_themselves_audited(bank_bot, data
     purged = log.purge(time.time() - 365 * 86400, by="dpo")  # nothing a year old: nothing goes
     assert purged["turns"] == 0 and len(list(log.turns())) == before
     assert log.events("audit_purge")[-1]["detail"]["turns"] == 0
+
+
+def test_purge_and_erase_from_the_command_line(bank_bot, data_dir):
+    from tests.conftest import run_cli
+
+    bank_bot.respond("What is the routing number?", session_id="cli-erase")
+    db = str(data_dir / "audit.sqlite")
+    done = run_cli("assistant", "audit", "erase", "--session", "cli-erase", "--db", db, "--by", "dpo")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["turns"] == 1 and not rows_for(data_dir, "cli-erase")
+    done = run_cli("assistant", "audit", "purge", "--before", "2000-01-01", "--db", db, "--by", "dpo")
+    assert done.returncode == 0 and json.loads(done.stdout)["turns"] == 0, done.stderr
+    kinds = [e["kind"] for e in AuditLog(db).events()]
+    assert "audit_erase" in kinds and "audit_purge" in kinds
