@@ -259,19 +259,8 @@ class Service:
 
     def answer(self, bot: Assistant, message: str, history: list[tuple[str, str]], session_id: str, user: str,
                put: Callable[[tuple[str, Any]], None]) -> None:
-        """In an answer thread: the whole turn, audited, each partial Response handed to `put`. It runs to
-        the end even when the client has gone, so that every answer given is in the audit log."""
         try:
-            final = None
-            for response in bot.stream(message, history, session_id=session_id, user=user):
-                if final is not None:
-                    put(("partial", final))
-                final = response
-            put(("done", final))
-        except Exception as exc:  # noqa: BLE001 - handed to the request, which answers it (and logs ours)
-            if not isinstance(exc, GenerationError):
-                log.exception("answering failed")
-            put(("error", exc))
+            produce(bot, message, history, session_id, user, put)
         finally:
             self.release()
 
@@ -293,6 +282,24 @@ class Service:
             self.release()
             raise APIError(503, "the server is shutting down", code="shutting_down") from None
         return queue
+
+
+def produce(bot: Assistant, message: str, history: list[tuple[str, str]], session_id: str, user: str,
+            put: Callable[[tuple[str, Any]], None]) -> None:
+    """One turn, in an answer thread: ("partial", Response) as soon as the quoted evidence is found, while
+    the answer is still being written, then ("done", the final Response), or ("error", the exception).
+    It runs to the end even when the client has gone, so that every answer given is in the audit log."""
+    try:
+        final = None
+        for response in bot.stream(message, history, session_id=session_id, user=user):
+            final = response
+            if not response.done:
+                put(("partial", response))
+        put(("done", final))
+    except Exception as exc:  # noqa: BLE001 - handed to the request, which answers it (and logs ours)
+        if not isinstance(exc, GenerationError):
+            log.exception("answering failed")
+        put(("error", exc))
 
 
 def failure(exc: Exception) -> APIError:

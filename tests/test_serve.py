@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assistant.api import Message, conversation, history_of
+from assistant.api import Message, conversation, history_of, produce
 from assistant.serve import ApiTokens, TokensError
 from tests.conftest import ROOT, run_cli
 
@@ -149,6 +150,29 @@ def test_openai_messages_become_the_pipelines_history():
     question, history = conversation(messages)
     assert question == "and a\ndomestic one?" and history == [("", "Hello!"), ("fee for a wire?", "$45 [1]")]
     assert history_of([Message(role="user", content="a"), Message(role="user", content="b")]) == [("a", ""), ("b", "")]
+
+
+def test_the_quote_is_passed_on_before_the_answer_is_written():
+    from assistant.pipeline import Response
+
+    passed_on = threading.Event()
+
+    class Writer:  # Assistant.stream's shape: the quoted evidence first, the final answer after the LLM
+        def stream(self, message, history, *, session_id, user):
+            yield Response(answer="“quote” [1]", evidence=[{"n": 1, "text": "quote"}])
+            assert passed_on.wait(10), "the quote was held back until the answer was written"
+            yield Response(answer="answer [1]", done=True)
+
+    items = []
+
+    def put(item):
+        items.append(item)
+        if item[0] == "partial":
+            passed_on.set()
+
+    produce(Writer(), "q", [], "s-1", "alice", put)
+    assert [kind for kind, _ in items] == ["partial", "done"], items
+    assert items[1][1].answer == "answer [1]"
 
 
 def test_serve_refuses_a_missing_tokens_file(tmp_path, capsys):
