@@ -13,7 +13,7 @@ LLAMACPP ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser prepare run test lint clean eval larger-gguf bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate gpu-check gguf-converter
+.PHONY: install browser prepare run test lint clean eval larger-gguf bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate bench-serve gpu-check gguf-converter
 
 install: $(STAMP)
 
@@ -92,7 +92,7 @@ larger-gguf: install
 	@ls -l $(LARGER_GGUF)
 
 # Benchmarks: not part of `make test`. They read ../shared/data when present and say so when not.
-bench: bench-index bench-intents bench-redact bench-ui bench-generate
+bench: bench-index bench-intents bench-redact bench-ui bench-generate bench-serve
 
 bench-index: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m index.bench $(BENCH_ARGS)
@@ -109,6 +109,11 @@ bench-ui: prepare
 # Decode speed and time to first token of each generation back end on a 1,000-token RAG prompt.
 bench-generate: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.bench_generate $(BENCH_ARGS)
+
+# The HTTP API under load: 2 worker processes on one FAISS index and one SQLite audit log, 32 chats at once;
+# throughput, p50/p95, errors, and every turn audited once. BENCH_ARGS="--answer-mode quote --chats 64"
+bench-serve: prepare
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.bench_serve $(BENCH_ARGS)
 
 # LoRA fine-tuning: QLoRA 4-bit on a CUDA GPU, float32 LoRA on CPU (see finetune/configs/).
 # FINETUNE_ARGS overrides fields, e.g. FINETUNE_ARGS="--max-steps 30 --output-dir runs/x".
