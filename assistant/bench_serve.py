@@ -9,7 +9,8 @@ audit log in a fresh directory unless --data-dir), waits until /readyz has said 
 worker, then sends all the chats at once, each on its own connection, every other one streamed. The
 questions are the pack's customer-phrased dev set. Latency is from sending a chat to its last byte.
 Afterwards it reads the audit log: every answered turn must be recorded exactly once, under the
-token's user name. The whole run is bounded by --timeout.
+token's user name. The whole run is bounded by --timeout. A temporary directory is removed after a clean
+run and kept (with the server's log) after one with errors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -221,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
     clean = not errors and audit["once"] == len(ok) == audit["with_user"]
+    if clean and not args.data_dir:
+        shutil.rmtree(data_dir)
+    elif not clean:
+        print(f"kept for a look: {data_dir} (server log, audit log)")
     return 0 if clean else 1
 
 
