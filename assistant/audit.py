@@ -186,7 +186,8 @@ class AuditLog:
     def event(self, kind: str, *, user: str | None = None, session_id: str | None = None,
               domain: str | None = None, detail: dict | None = None) -> str:
         """Record something that happened outside a turn; string values in `detail` are redacted."""
-        clean = {k: self.redactor.redact(v) if isinstance(v, str) else v for k, v in (detail or {}).items()}
+        clean = {k: self.redactor.redact(v) if isinstance(v, str) and not _system_value(k) else v
+                 for k, v in (detail or {}).items()}
         event_id = uuid.uuid4().hex
         with self._lock:
             self._db.execute("INSERT INTO events (id, time, kind, user, session_id, domain, detail) VALUES (?,?,?,?,?,?,?)",
@@ -247,6 +248,12 @@ class AuditLog:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _system_value(key: str) -> bool:
+    """Detail fields the system generates (ids, digests): never personal data, and a hex id can look like
+    an account number to the redactor."""
+    return key == "id" or key.endswith(("_id", "sha256"))
 
 
 def parse_since(value: str | None) -> float | None:

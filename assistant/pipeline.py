@@ -551,10 +551,10 @@ class Assistant:
             retrieved=[{"source": s.source, "chunk_id": s.chunk_id, "score": s.score} for s in shown.sources]))
 
     def handoff(self, history: list[tuple[str, str]], session_id: str | None = None,
-                user: str | None = None) -> Response:
+                user: str | None = None, reason: str = "button") -> Response:
         """The "talk to a person" button: a ticket with the conversation so far, and what happens next."""
         summary = " | ".join(f"user: {u}" for u, _ in history[-5:]) or "(no messages yet)"
-        ticket = self.audit.open_ticket(session_id, self.pack.name, "button", summary)
+        ticket = self.audit.open_ticket(session_id, self.pack.name, reason, summary)
         response = Response(answer=self.pack.reply("handoff", ticket=ticket), done=True, intent="human_agent",
                             action="handoff", ticket=ticket, model=self.llm_name, user=user)
         self._record(response, "[talk to a person]", session_id, retrieved=[], prompt_hash=None)
@@ -582,6 +582,10 @@ class Assistant:
                              domain=self.pack.name, detail={"name": name, "reason": reason})
         self.searcher.refresh()
         return report
+
+    def feedback(self, turn_id: str, rating: int, comment: str | None = None) -> None:
+        """A thumbs up (+1) or down (-1) on an answer, stored beside its audit record."""
+        self.audit.feedback(turn_id, rating, comment)
 
     def respond(self, message: str, history: list[tuple[str, str]] | None = None, **kwargs) -> Response:
         *_, final = self.stream(message, history, **kwargs)

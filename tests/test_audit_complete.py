@@ -110,7 +110,7 @@ def test_a_killed_process_leaves_the_turn_it_was_answering(bank_bot, data_dir):
 def test_erasure_and_purge_remove_rows_and_are_themselves_audited(bank_bot, data_dir):
     bank_bot.respond("What is the routing number?", session_id="erase-me")
     turn = rows_for(data_dir, "erase-me")[0]["id"]
-    bank_bot.audit.feedback(turn, 1, "thanks")
+    bank_bot.feedback(turn, 1, "thanks")  # what the UI's thumbs call
     log = AuditLog(data_dir / "audit.sqlite")
     counts = log.erase("erase-me", by="dpo")
     assert counts["turns"] == 1 and counts["feedback"] == 1 and not rows_for(data_dir, "erase-me")
