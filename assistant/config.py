@@ -42,6 +42,8 @@ class AssistantConfig:
     answer_mode: str = "evidence"  # evidence (default), quote (no LLM) or generative (the LLM reads whole passages)
     pool_k: int = 12  # passages retrieved for evidence selection (the model reads only the evidence)
     pool_min_score: float = 0.20  # cosine floor for the evidence pool (evidence selection then decides)
+    # the audit log in PostgreSQL (postgresql://user@host:port/db, the `postgres` extra); None: SQLite at audit_path
+    audit_url: str | None = field(default_factory=lambda: os.environ.get("RA_AUDIT_URL") or None)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
@@ -62,11 +64,19 @@ class AssistantConfig:
             raise ValueError(f"--pool-k must be between 1 and 100 (got {self.pool_k})")
         if self.request_timeout <= 0 or self.retries < 0:
             raise ValueError("--timeout must be positive and --retries zero or more")
+        if self.audit_url and not self.audit_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"--audit-url takes postgresql://user@host:port/database (got "
+                             f"{self.audit_url.split('://')[0]}://...); leave it unset for SQLite under --data-dir")
         self.data_dir = Path(self.data_dir)
 
     @property
     def audit_path(self) -> Path:
         return self.data_dir / "audit.sqlite"
+
+    @property
+    def audit_target(self) -> str | Path:
+        """Where the audit log is: the PostgreSQL URL when set, else the SQLite file (AuditLog takes either)."""
+        return self.audit_url or self.audit_path
 
     @property
     def index_dir(self) -> Path:

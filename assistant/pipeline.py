@@ -204,7 +204,7 @@ class Assistant:
         if len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
             threading.Thread(target=self._warm_evidence, daemon=True).start()
         public = public_numbers([*self.pack.contacts.values(), *self.pack.replies.values()])
-        self.audit = audit or AuditLog(self.config.audit_path, Redactor(allow=public))
+        self.audit = audit or AuditLog(self.config.audit_target, Redactor(allow=public))
         self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
         self.classifier.predict_one("warm-up")
 

@@ -13,7 +13,8 @@ log as the user who asked; lines starting with `#` are comments. A token is at l
 
 Every worker process loads the packs' models itself and opens the same index and audit log under the
 data directory (`--data-dir`, default $RA_DATA_DIR): the index is read-only while serving and the audit
-log is SQLite in WAL mode, which several processes write safely. With --workers N a small supervisor
+log is SQLite in WAL mode, which several processes write safely (or PostgreSQL with --audit-url, which
+workers on several machines share). With --workers N a small supervisor
 starts N processes, each listening on the port through its own SO_REUSEPORT socket (the kernel spreads
 connections over them), starts a new one when one dies, and stops them all, gracefully, on SIGTERM or
 Ctrl-C. The routes are in assistant/api.py.
