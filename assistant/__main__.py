@@ -18,6 +18,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from assistant.audit import POSTGRES_SCHEMES, AuditStoreError
 from assistant.backends import BACKENDS
 from assistant.config import ANSWER_MODES, AssistantConfig
 from assistant.evidence_fit import add_fit_evidence_command
@@ -28,7 +29,11 @@ from index.embed import ModelSpecError
 from index.quiet import quiet_libraries
 from index.store import IndexError_
 
-USER_ERRORS = (ModelSpecError, PackError, IndexError_, ValueError)
+USER_ERRORS = (ModelSpecError, PackError, IndexError_, ValueError, AuditStoreError)
+
+
+AUDIT_URL_HELP = ("the audit log in PostgreSQL, postgresql://user@host:port/database (needs the postgres extra; "
+                  "default $RA_AUDIT_URL; unset: SQLite under the data directory)")
 
 
 def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -> None:
@@ -61,6 +66,7 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
                    help="passages retrieved for evidence selection")
     p.add_argument("--pool-min-score", type=float, default=defaults["pool_min_score"].default,
                    help="evidence pool: passages below this similarity are not considered")
+    p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     add_backend_args(p)
 
 
@@ -230,14 +236,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _audit_log(args: argparse.Namespace):
+    """--db (a file or a URL) or --audit-url; else where the assistant writes: $RA_AUDIT_URL or the data dir."""
     from assistant.audit import AuditLog
-    from assistant.config import data_dir
 
-    path = Path(args.db) if args.db else AssistantConfig().audit_path if not args.data_dir else Path(
-        args.data_dir) / "audit.sqlite"
-    if not path.exists():
-        raise ValueError(f"no audit log at {path}: it is created by the first answer (data dir: {data_dir()})")
-    return AuditLog(path)
+    if args.db and args.audit_url:
+        raise ValueError("--db and --audit-url both name the audit log: give one")
+    settings = {"data_dir": Path(args.data_dir)} if args.data_dir else {}
+    if url := args.audit_url or (args.db if args.db and args.db.startswith(POSTGRES_SCHEMES) else None):
+        settings["audit_url"] = url
+    config = AssistantConfig(**settings)
+    target = Path(args.db) if args.db and not url else config.audit_target
+    if isinstance(target, Path) and not target.exists():
+        raise ValueError(f"no audit log at {target}: it is created by the first answer (data dir: {config.data_dir}; "
+                         "a PostgreSQL one is named by --audit-url or $RA_AUDIT_URL)")
+    return AuditLog(target)
 
 
 def cmd_audit_purge(args: argparse.Namespace) -> int:
@@ -352,7 +364,8 @@ def parser() -> argparse.ArgumentParser:
     erase.add_argument("--session", required=True, help="the session id (the audit export's session_id)")
     for cmd, func in ((export, cmd_audit_export), (purge, cmd_audit_purge), (erase, cmd_audit_erase)):
         cmd.add_argument("--data-dir", default=None, help="default: $RA_DATA_DIR or ~/.local/share/regulated-assistant")
-        cmd.add_argument("--db", default=None, help="an audit.sqlite file")
+        cmd.add_argument("--db", default=None, help="an audit.sqlite file, or a postgresql:// URL")
+        cmd.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
         cmd.set_defaults(func=func)
     for cmd in (purge, erase):
         cmd.add_argument("--by", default=os.environ.get("USER"), help="who does it, for the record (default $USER)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -176,17 +177,21 @@ def cmd_uploads(args: argparse.Namespace) -> int:
 
 
 def _audit_log(args: argparse.Namespace):
-    """The audit log approvals go to: --audit, else the one of the data folder holding the index."""
-    from assistant.audit import AuditLog
+    """The audit log approvals go to: --audit (a file or a postgresql:// URL), else $RA_AUDIT_URL, else the one
+    of the data folder holding the index."""
+    from assistant.audit import AuditLog, AuditStoreError
 
-    path = Path(args.audit) if args.audit else None
+    target = args.audit or os.environ.get("RA_AUDIT_URL")
     index = Path(args.index).resolve()
-    if path is None and index.parent.name == "indexes":  # DATA/indexes/<pack>, the assistant's layout
-        path = index.parent.parent / "audit.sqlite"
-    if path is None:
+    if not target and index.parent.name == "indexes":  # DATA/indexes/<pack>, the assistant's layout
+        target = index.parent.parent / "audit.sqlite"
+    if not target:
         raise ValueError(f"{index} is not in an assistant data folder (DATA/indexes/NAME): "
                          "say where to record the decision with --audit FILE")
-    return AuditLog(path)
+    try:
+        return AuditLog(target)
+    except AuditStoreError as exc:  # this command's errors are ValueErrors: one line, no traceback
+        raise ValueError(str(exc)) from exc
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -205,7 +210,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         audit.event(f"upload_{done}", user=args.by, session_id=r.session, domain=Path(args.index).name,
                     detail={"id": r.id, "source": r.source, "uploaded_by": r.user, "uploaded_at": r.uploaded_at,
                             "sha256": r.sha256})
-        print(f"{done} {r.source} ({r.id}, uploaded by {r.user or r.session}); recorded in {audit.path}")
+        print(f"{done} {r.source} ({r.id}, uploaded by {r.user or r.session}); recorded in {audit.where}")
     audit.close()
     return 0
 
@@ -290,7 +295,8 @@ def parser() -> argparse.ArgumentParser:
         v.add_argument("ids", nargs="+", help="upload ids (or their first 4+ characters) or names, as `uploads` lists")
         v.add_argument("--by", required=True, help="the administrator deciding (recorded in the audit log)")
         v.add_argument("--audit", default=None,
-                       help="audit log (default: DATA/audit.sqlite for an index at DATA/indexes/NAME)")
+                       help="audit log: a file or a postgresql:// URL (default: $RA_AUDIT_URL, else "
+                            "DATA/audit.sqlite for an index at DATA/indexes/NAME)")
         if name == "approve":
             v.add_argument("--replace", action="store_true", help="replace a shared upload of the same name")
         model_args(v)

@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible server (vLLM, TGI, ...), e.g. http://gpu-box:8000/v1 "
                         "(default $RA_OPENAI_BASE_URL; key from $RA_OPENAI_API_KEY)")
+    p.add_argument("--audit-url", default=None,
+                   help="the audit log in PostgreSQL, postgresql://user@host:port/database (needs the postgres "
+                        "extra; default $RA_AUDIT_URL; unset: SQLite under the data directory)")
     p.add_argument("--adapter", action="append", default=[],
                    help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
                         "DATA_DIR/adapters are found by themselves")
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = AssistantConfig(domain=args.domain, model=args.model, embedder=args.embedder, device=args.device,
                                backend=args.backend, grounding=args.grounding,
-                               **({"base_url": args.base_url} if args.base_url else {}))
+                               **({"base_url": args.base_url} if args.base_url else {}),
+                               **({"audit_url": args.audit_url} if args.audit_url else {}))
         pool = AssistantPool(base)
         admins = args.admin or [a.strip() for a in os.environ.get("RA_UI_ADMINS", "").split(",") if a.strip()]
         uploads = UploadSettings(private=not (args.shared_uploads or _flag("RA_UI_SHARED_UPLOADS", False)),
