@@ -65,3 +65,24 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeo
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=full_env, input=input,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/pg.py); skipped where no server binaries exist."""
+    from tests.pg import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def audit_target(request, tmp_path):
+    """Where an AuditLog writes, once per engine: a SQLite file, then an empty PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return tmp_path / "audit.sqlite"
+    return request.getfixturevalue("postgres").new_database()

@@ -3,6 +3,7 @@ failed, or cut short by a killed process; with the user's name; purge and erasur
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +22,23 @@ from tests.conftest import ROOT
 QUESTION = "How much does it cost to send an international wire?"
 
 
-def rows_for(data_dir, session: str) -> list[dict]:
-    return [r for r in AuditLog(data_dir / "audit.sqlite").turns() if r["session_id"] == session]
+def rows_for(where, session: str) -> list[dict]:
+    """A session's turns in a data directory's audit.sqlite, or in a file or PostgreSQL URL given as such."""
+    target = where / "audit.sqlite" if isinstance(where, Path) and where.is_dir() else where
+    return [r for r in AuditLog(target).turns() if r["session_id"] == session]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def audited_bot(request, bank_bot, data_dir):
+    """The bank assistant and where it audits: the session's own (SQLite in the data directory), or the same
+    assistant writing to a fresh PostgreSQL database (a shallow copy: its models and index, another store;
+    building a second Assistant would cost half a minute here)."""
+    if request.param == "sqlite":
+        return bank_bot, data_dir / "audit.sqlite"
+    url = request.getfixturevalue("postgres").new_database()
+    bot = copy.copy(bank_bot)
+    bot.audit = AuditLog(url, bank_bot.audit.redactor)
+    return bot, url
 
 
 def test_a_finished_turn_has_one_row_with_its_user(bank_bot, data_dir):
@@ -107,13 +124,14 @@ def test_a_killed_process_leaves_the_turn_it_was_answering(bank_bot, data_dir):
     assert len(rows) == 1 and rows[0]["status"] == "streaming" and "From *" in rows[0]["answer"]
 
 
-def test_erasure_and_purge_remove_rows_and_are_themselves_audited(bank_bot, data_dir):
-    bank_bot.respond("What is the routing number?", session_id="erase-me")
-    turn = rows_for(data_dir, "erase-me")[0]["id"]
-    bank_bot.feedback(turn, 1, "thanks")  # what the UI's thumbs call
-    log = AuditLog(data_dir / "audit.sqlite")
+def test_erasure_and_purge_remove_rows_and_are_themselves_audited(audited_bot):
+    bot, target = audited_bot
+    bot.respond("What is the routing number?", session_id="erase-me")
+    turn = rows_for(target, "erase-me")[0]["id"]
+    bot.feedback(turn, 1, "thanks")  # what the UI's thumbs call
+    log = AuditLog(target)
     counts = log.erase("erase-me", by="dpo")
-    assert counts["turns"] == 1 and counts["feedback"] == 1 and not rows_for(data_dir, "erase-me")
+    assert counts["turns"] == 1 and counts["feedback"] == 1 and not rows_for(target, "erase-me")
     erased = log.events("audit_erase")[-1]
     assert erased["user"] == "dpo" and "erase-me" not in str(erased["detail"])
     before = len(list(log.turns()))

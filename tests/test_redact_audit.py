@@ -1,4 +1,4 @@
-"""PII redaction (generated cases and edge cases) and the audit log (WAL, durable, redacted)."""
+"""PII redaction (generated cases and edge cases) and the audit log (durable, redacted), in SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -51,8 +51,29 @@ def test_recall_on_generated_cases_and_false_positives():
     assert report.benign_flagged / report.benign <= 0.02
 
 
-def test_audit_log_redacts_and_exports(tmp_path):
-    log = AuditLog(tmp_path / "audit.sqlite")
+def stored_bytes(target) -> bytes:
+    """Everything the store holds, as bytes: the SQLite files, or every PostgreSQL row as text."""
+    if not str(target).startswith("postgresql://"):
+        return b"".join(p.read_bytes() for p in target.parent.glob(target.name + "*"))
+    import psycopg
+
+    with psycopg.connect(target) as conn:
+        return "".join(row[0] for table in ("turns", "tickets", "events", "feedback")
+                       for row in conn.execute(f"SELECT {table}::text FROM {table}")).encode()
+
+
+def stored_messages(target) -> list[tuple[str]]:
+    """The turns' messages, read past AuditLog: sqlite3 on the file, or psycopg on the database."""
+    if not str(target).startswith("postgresql://"):
+        return sqlite3.connect(target).execute("SELECT message FROM turns").fetchall()
+    import psycopg
+
+    with psycopg.connect(target) as conn:
+        return conn.execute("SELECT message FROM turns").fetchall()
+
+
+def test_audit_log_redacts_and_exports(audit_target):
+    log = AuditLog(audit_target)
     turn = TurnRecord(session_id="s1", domain="bank", message="my card 4111 1111 1111 1111 was stolen",
                       intent="lost_stolen_card", intent_confidence=0.97, action="flow",
                       retrieved=[{"chunk_id": "abc", "score": 0.8, "content_hash": "h"}], model="m",
@@ -62,7 +83,8 @@ def test_audit_log_redacts_and_exports(tmp_path):
     ticket = log.open_ticket("s1", "bank", "handoff", "Customer jane@example.com wants a call on 617-555-0199")
     log.feedback(turn_id, 1, "great, my email is jane@example.com")
     assert ticket.startswith("HO-")
-    raw = (tmp_path / "audit.sqlite").read_bytes() + (tmp_path / "audit.sqlite-wal").read_bytes()
+    raw = stored_bytes(audit_target)
+    assert b"[CARD]" in raw
     for secret in (b"4111 1111", b"jane@example.com", b"617-555-0199"):
         assert secret not in raw
     rows = [json.loads(line) for line in log.export("jsonl").splitlines()]
@@ -76,12 +98,11 @@ def test_audit_log_redacts_and_exports(tmp_path):
         parse_since("yesterday-ish")
 
 
-def test_audit_record_survives_kill_right_after_writing(tmp_path):
-    path = tmp_path / "audit.sqlite"
+def test_audit_record_survives_kill_right_after_writing(audit_target):
     code = (
         "import os, signal, sys\n"
         "from assistant.audit import AuditLog, TurnRecord\n"
-        f"log = AuditLog({str(path)!r})\n"
+        f"log = AuditLog({str(audit_target)!r})\n"
         "log.record(TurnRecord(session_id='k', domain='bank', message='hello', intent=None, "
         "intent_confidence=None, action='answer', answer='hi'))\n"
         "print('written', flush=True)\n"
@@ -89,5 +110,4 @@ def test_audit_record_survives_kill_right_after_writing(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9 and "written" in proc.stdout
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT message FROM turns").fetchall() == [("hello",)]
+    assert stored_messages(audit_target) == [("hello",)]
