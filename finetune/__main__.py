@@ -3,6 +3,7 @@
     python -m finetune --config finetune/configs/default.yaml [--max-steps 30] [--device cpu] [--FIELD VALUE ...]
     python -m finetune check-data --config ... [--train-files FILE,...]     # read and check the data only
     python -m finetune make-data --domain bank hospital --out FILE          # dialogues from domain packs
+    python -m finetune make-data --format evidence --out finetune/data/evidence_dialogues.jsonl
     python -m finetune merge --adapter DIR --out DIR [--model bundled]      # a merged full model
     python -m finetune export-gguf --adapter DIR --out FILE.gguf            # for llama.cpp / Ollama
 
@@ -70,13 +71,21 @@ def cmd_make_data(argv: list[str]) -> int:
     p.add_argument("--domain", nargs="+", default=["bank", "hospital"], help="pack names or folders")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="prompt", choices=("prompt", "evidence"),
+                   help="prompt: numbered passages, as the generative answer mode prompts; evidence: the "
+                        "selected evidence sentences and a verified short answer, as the evidence mode prompts")
     args = p.parse_args(argv)
     try:
-        counts = make_data(args.domain, args.out, args.seed)
+        counts = make_data(args.domain, args.out, args.seed, fmt=args.format)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {sum(counts.values())} dialogues to {args.out}: {counts}")
+    if args.format == "evidence":
+        written = {k: v for k, v in counts.items() if "/" in k}
+        print(f"wrote {sum(written.values())} dialogues to {args.out}: {written}")
+        print("questions asked and dropped:", {k: v for k, v in counts.items() if "/" not in k})
+    else:
+        print(f"wrote {sum(counts.values())} dialogues to {args.out}: {counts}")
     return 0
 
 
