@@ -206,6 +206,9 @@ class DevReport:
     source_in_pool: float  # ... among the pool_k passages evidence selection looks at
     fact_in_pool: float  # an expected fact occurs in the pool's passages
     fact_in_evidence: float  # ... in the selected evidence sentences
+    llm_kept: float  # evidence mode: answered questions where at least one generated sentence was verified
+    llm_removed: float  # evidence mode: generated sentences removed by the verifier (share of all generated)
+    generated_sentences: int  # generated sentences checked (verified + removed), answerable questions
     unanswerable: int
     unanswerable_handled: float  # refused, flagged with a caveat, or not answered from documents
     followups: int
@@ -229,6 +232,9 @@ class DevReport:
             ("retrieval: document in top 2 / in pool; fact in pool / in evidence",
              f"{self.source_in_top2:.0%} / {self.source_in_pool:.0%}; {self.fact_in_pool:.0%} / "
              f"{self.fact_in_evidence:.0%}"),
+            ("LLM: answers with a verified sentence / generated sentences removed",
+             f"{self.llm_kept:.0%} / {self.llm_removed:.0%} of {self.generated_sentences}"
+             if self.answer_mode == "evidence" else "n/a (evidence mode only)"),
             ("unanswerable refused or flagged", f"{self.unanswerable_handled:.0%} of {self.unanswerable}"),
             ("follow-ups stated / new topics stated",
              f"{self.followup_stated:.0%} of {self.followups} / {self.new_topic_stated:.0%} of {self.new_topics}"),
@@ -263,7 +269,8 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
     intents = _read_jsonl(root / "intents.jsonl")[:limit]
     dump = dump if dump is not None else []
     config = bot.config
-    c = dict.fromkeys(("stated", "wrong", "caveat", "refused", "top2", "pool", "fact_pool", "fact_ev"), 0)
+    c = dict.fromkeys(("stated", "wrong", "caveat", "refused", "top2", "pool", "fact_pool", "fact_ev", "answered",
+                       "kept", "verified", "removed"), 0)
     ttfts, latencies = [], []
     norm = lambda t: " ".join(t.lower().split())  # noqa: E731
     for q in tqdm(answerable, desc=f"{bot.pack.name} {split} answerable", disable=not progress):
@@ -282,6 +289,12 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
         c["refused"] += refused
         c["caveat"] += response.caveat
         c["wrong"] += not stated and not refused and not response.caveat
+        if not refused:  # what the LLM's own sentences came to (quoted evidence sentences are not generated)
+            statuses = [s["status"] for s in response.sentences]
+            c["answered"] += 1
+            c["kept"] += "verified" in statuses
+            c["verified"] += statuses.count("verified")
+            c["removed"] += statuses.count("removed")
         latencies.append(response.latency_ms["total"])
         if "ttft" in response.latency_ms:
             ttfts.append(response.latency_ms["ttft"])
@@ -314,7 +327,9 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
         domain=bot.pack.name, answer_mode=config.answer_mode, questions=len(answerable), stated=c["stated"] / n,
         confidently_wrong=c["wrong"] / n, caveat=c["caveat"] / n, refused=c["refused"] / n,
         source_in_top2=c["top2"] / n, source_in_pool=c["pool"] / n, fact_in_pool=c["fact_pool"] / n,
-        fact_in_evidence=c["fact_ev"] / n, unanswerable=len(unanswerable), unanswerable_handled=handled / u,
+        fact_in_evidence=c["fact_ev"] / n, llm_kept=c["kept"] / max(c["answered"], 1),
+        llm_removed=c["removed"] / max(c["verified"] + c["removed"], 1),
+        generated_sentences=c["verified"] + c["removed"], unanswerable=len(unanswerable), unanswerable_handled=handled / u,
         followups=kinds["followup"][0], followup_stated=kinds["followup"][1] / max(kinds["followup"][0], 1),
         new_topics=kinds["new_topic"][0], new_topic_stated=kinds["new_topic"][1] / max(kinds["new_topic"][0], 1),
         intents=len(intents), intent_accuracy=label_ok / i, action_accuracy=action_ok / i,
