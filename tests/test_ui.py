@@ -1,4 +1,4 @@
-"""UI building blocks without a browser: logins, uploads through the Assistant, rendering."""
+"""UI building blocks without a browser: uploads through the Assistant, rendering (logins: test_auth.py)."""
 
 from __future__ import annotations
 
@@ -20,38 +20,6 @@ from ui.app import (
     upload_documents,
     upload_summary,
 )
-from ui.auth import UsersError, checker, hash_password, load_users
-
-
-def test_users_from_file_and_variable(tmp_path):
-    f = tmp_path / "users.txt"
-    f.write_text(f"# staff\nalice:pa#ss:word\nbob:sha256:{hash_password('s3cret')}\n\n")
-    users = load_users(f, env={"RA_UI_USERS": "carol:c-pass"})
-    check = checker(users)
-    assert check("alice", "pa#ss:word") and check("bob", "s3cret") and check("carol", "c-pass")
-    assert not check("alice", "wrong") and not check("mallory", "pa#ss:word") and not check("", "")
-    assert "pa#ss" not in str(users)  # only digests are kept
-
-
-def test_no_users_means_no_login():
-    assert load_users(None, env={}) == {}
-
-
-@pytest.mark.parametrize("text, message", [
-    ("alice\n", "expected 'name:password'"),
-    ("bob:sha256:abc\n", "64 hex characters"),
-    ("# only a comment\n", "names no user"),
-])
-def test_bad_users_file_says_what_is_wrong(tmp_path, text, message):
-    f = tmp_path / "users.txt"
-    f.write_text(text)
-    with pytest.raises(UsersError, match=message):
-        load_users(f, env={})
-
-
-def test_missing_users_file(tmp_path):
-    with pytest.raises(UsersError, match="cannot read the users file"):
-        load_users(tmp_path / "absent.txt", env={})
 
 
 @pytest.fixture

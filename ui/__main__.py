@@ -1,9 +1,11 @@
-"""Start the chat UI (`make run`), or print a users-file line for a password.
+"""Start the chat UI (`make run`), or look after the users file of pilot logins.
 
     python -m ui [--host 127.0.0.1] [--port 7860] [--model bundled] [--users FILE] [--no-upload] [--no-feedback]
     python -m ui --users users.txt --admin alice          # alice approves uploads in the UI
+    python -m ui --users users.txt --security session_idle_minutes=15 --security lockout_minutes=30
     python -m ui --shared-uploads --upload-limit max_pages=300
-    python -m ui hash-password            # asks for a password, prints "name:sha256:HEX"
+    python -m ui hash-password            # asks for a name and password, prints "name:$scrypt$ln=15,r=8,p=1$..."
+    python -m ui rehash-users users.txt   # rewrites passwords written in clear as scrypt hashes
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ def _flag(name: str, default: bool) -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ui", description="Gradio chat over the assistant")
+    p = argparse.ArgumentParser(
+        prog="python -m ui", description="Gradio chat over the assistant",
+        epilog="other commands: `python -m ui hash-password` prints a users-file line for a password; "
+               "`python -m ui rehash-users FILE` rewrites a users file's clear passwords as scrypt hashes")
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
     p.add_argument("--domain", default="bank", help="domain shown first (bank, hospital or a pack folder)")
@@ -46,7 +51,12 @@ def parser() -> argparse.ArgumentParser:
                    help="grounding-check weights from `python -m assistant fit-grounding` (an adapter's own "
                         "grounding.json is used with it by itself)")
     p.add_argument("--users", default=None,
-                   help="users file for pilot logins (also RA_UI_USERS_FILE, or RA_UI_USERS='name:pw,...')")
+                   help="users file for pilot logins (also RA_UI_USERS_FILE, or RA_UI_USERS='name:HASH,...'); "
+                        "lines from `python -m ui hash-password`")
+    p.add_argument("--security", action="append", default=[], metavar="NAME=VALUE",
+                   help="login throttling, session lifetimes and framing, e.g. session_idle_minutes=15, "
+                        "lockout_after=10, frame_ancestors='https://huggingface.co', proxy_hops=1 (fields of "
+                        "ui/guard.py GuardSettings; repeatable; also RA_UI_SECURITY='NAME=VALUE,...')")
     p.add_argument("--no-upload", action="store_true", help="hide document upload (also RA_UI_UPLOAD=0)")
     p.add_argument("--no-feedback", action="store_true", help="hide thumbs and comments (also RA_UI_FEEDBACK=0)")
     p.add_argument("--admin", action="append", default=None,
@@ -67,28 +77,67 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def hash_password_command() -> int:
+    """Ask for a name and a password (twice); print the users-file line."""
+    from ui.auth import hash_password
+
+    name = input("user name: ").strip()
+    if not name or ":" in name:
+        print("error: a user name is not empty and holds no ':'", file=sys.stderr)
+        return 2
+    password = getpass.getpass("password: ")
+    if not password or getpass.getpass("again: ") != password:
+        print("error: the two passwords differ (or are empty): nothing printed", file=sys.stderr)
+        return 2
+    print(f"{name}:{hash_password(password)}")
+    return 0
+
+
+def rehash_users_command(argv: list[str]) -> int:
+    """Rewrite the clear passwords of a users file as scrypt hashes; say what is left."""
+    from ui.auth import UsersError, rehash_file
+
+    p = argparse.ArgumentParser(prog="python -m ui rehash-users",
+                                description="rewrite passwords written in clear as scrypt hashes, in place")
+    p.add_argument("file")
+    args = p.parse_args(argv)
+    try:
+        report = rehash_file(args.file)
+    except UsersError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: {len(report.rehashed)} password(s) written in clear now scrypt hashes"
+          + (f" ({', '.join(report.rehashed)})" if report.rehashed else ""))
+    if report.left:
+        print(f"{len(report.left)} unsalted SHA-256 line(s) left ({', '.join(report.left)}): a digest cannot be "
+              "rehashed without the password. Each is rewritten as scrypt at that user's next login while the "
+              "server can write this file; or replace it with a line from `python -m ui hash-password`.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["hash-password"]:
-        from ui.auth import hash_password
-
-        name = input("user name: ").strip()
-        password = getpass.getpass("password: ")
-        print(f"{name}:sha256:{hash_password(password)}")
-        return 0
+        return hash_password_command()
+    if argv[:1] == ["rehash-users"]:
+        return rehash_users_command(argv[1:])
     args = parser().parse_args(argv)
     if args.concurrency < 1 or args.max_queue < 1:
         print("error: --concurrency and --max-queue must be at least 1", file=sys.stderr)
         return 2
     from index.quiet import quiet_libraries
-    from ui.auth import UsersError, checker, load_users
+    from ui.auth import UsersError, load_users
+    from ui.guard import GuardSettings, guarded_launch, login_audit
 
     quiet_libraries()
     try:
         users = load_users(args.users)
-    except UsersError as exc:
+        security = GuardSettings.parse(os.environ.get("RA_UI_SECURITY", "").split(",") + args.security)
+    except (UsersError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for warning in users.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     from index.limits import IngestLimits
     from index.uploads import UploadSettings
     from ui.app import CSS, AssistantPool, UIConfig, build_demo, find_adapters
@@ -105,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         ui = UIConfig(upload=not args.no_upload and _flag("RA_UI_UPLOAD", True),
                       feedback=not args.no_feedback and _flag("RA_UI_FEEDBACK", True),
                       concurrency=args.concurrency, max_queue=args.max_queue,
-                      adapters=find_adapters(base.data_dir, args.adapter), uploads=uploads, admins=admins)
+                      adapters=find_adapters(base.data_dir, args.adapter), uploads=uploads, admins=admins,
+                      logout=bool(users))
         if admins and not users:
             print("warning: --admin has no effect without logins (--users): approve with `python -m index approve`",
                   file=sys.stderr)
@@ -115,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    guarded = guarded_launch(security, users, login_audit(base.audit_target) if users else None)
     print(f"serving on http://{args.host}:{args.port}" + (f" ({len(users)} user(s) may log in)" if users else ""),
           flush=True)
     demo.launch(server_name=args.host, server_port=args.port, css=CSS,
-                auth=checker(users) if users else None,
                 auth_message="Log in with the account your pilot team gave you." if users else None,
-                max_file_size=f"{ui.max_file_mb}mb", footer_links=["api"])
+                max_file_size=f"{ui.max_file_mb}mb", footer_links=["api"], **guarded)
     return 0
 
 

@@ -55,6 +55,7 @@ class UIConfig:
     adapters: list[str] = field(default_factory=list)  # fine-tuned adapter directories offered in settings
     uploads: UploadSettings = field(default_factory=UploadSettings)  # private until approved, limits, isolation
     admins: list[str] = field(default_factory=list)  # login names that may approve or reject uploads here
+    logout: bool = False  # a "Log out" button (Gradio's /logout, which ends the login session); with logins
 
     @property
     def max_file_mb(self) -> int:
@@ -354,6 +355,9 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
                         "with sources. Personal data is redacted from every log.")
             domain = gr.Dropdown(domains, value=default, label="Domain", scale=0, min_width=180,
                                  elem_id="domain")
+            if ui.logout:
+                gr.Button("Log out", link="/logout", link_target="_self", size="sm", scale=0, min_width=90,
+                          elem_id="logout")
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(height=480, label="Conversation", elem_id="chat",
