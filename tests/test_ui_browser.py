@@ -222,9 +222,18 @@ def test_login_guards_pages_and_api(browser, ui_data, tmp_path):
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(srv.url + route, timeout=10)
             assert err.value.code in (401, 403), route
+        cancel = urllib.request.Request(srv.url + "/gradio_api/cancel", method="POST", headers={
+            "content-type": "application/json"}, data=b'{"session_hash": "s", "fn_index": 0, "event_id": "e"}')
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(cancel, timeout=10)
+        assert err.value.code == 401
         context = browser.new_context()
         pg = context.new_page()
-        pg.goto(srv.url)
+        console: list[str] = []
+        pg.on("console", lambda m: console.append(m.text))
+        page = pg.goto(srv.url)
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
         pg.get_by_label("username").fill("nurse.jane")
         pg.get_by_label("password").fill("wrong")
         pg.get_by_role("button", name="Login").click()
@@ -234,6 +243,21 @@ def test_login_guards_pages_and_api(browser, ui_data, tmp_path):
         pg.get_by_label("password").fill("correct horse battery")
         pg.get_by_role("button", name="Login").click()
         pg.locator("#message textarea").wait_for(timeout=60_000)
+        # the page works under the CSP: the browser reported nothing it refused to run or load
+        assert not [m for m in console if "Content Security Policy" in m], console
+        kept = context.cookies()
+        pg.locator("#logout").click()
+        pg.get_by_label("username").wait_for(timeout=30_000)
         context.close()
+        again = browser.new_context()  # the cookie from before the logout opens nothing any more
+        again.add_cookies(kept)
+        pg = again.new_page()
+        pg.goto(srv.url)
+        pg.get_by_label("username").wait_for(timeout=30_000)
+        assert pg.locator("#message").count() == 0
+        again.close()
+        kinds = [k for (k,) in audit_rows(ui_data, "SELECT kind FROM events WHERE kind IN "
+                                                   "('login', 'login_failed', 'logout') ORDER BY time")]
+        assert kinds[-3:] == ["login_failed", "login", "logout"]
     finally:
         srv.stop()
