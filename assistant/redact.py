@@ -13,6 +13,7 @@ Each value found is replaced by its kind's tag, so a redacted text still reads n
     PHONE     phone numbers a region could dial (phonenumbers); toll-free and premium-rate numbers
               belong to organisations and are kept
     EMAIL     e-mail addresses
+    IP        IPv4 addresses (personal data under the GDPR; earlier read as phone numbers)
     DOB       dates of birth in any written form, next to a birth cue
     DATE      other full dates more than ten years old (recent and future ones, appointments and
               transactions, are what a reviewer needs, and are kept)
@@ -464,10 +465,16 @@ def _grouped_as_dialled(number: str, parsed: phonenumbers.PhoneNumber) -> bool:
     return groups == international or groups[-len(national):] == national
 
 
+_IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+
+
 def _phones(doc: Doc, r: Redactor) -> Iterator[Span]:
     for m in _PHONE.finditer(doc.low):
         candidate = m.group(0)
         groups = _DIGIT_RUN.findall(candidate)
+        if _IPV4.fullmatch(candidate.strip()) and all(int(g) <= 255 for g in groups):
+            yield "IP", m.start(), m.end()  # an address, personal data too, but no phone number
+            continue
         digits = "".join(groups)
         international = candidate.startswith("+") or (digits.startswith("00") and len(groups) > 1)
         if len(groups) == 1 and not international and "(" not in candidate:
@@ -723,7 +730,7 @@ DETECTORS: tuple[tuple[str, Callable[[Doc, Redactor], Iterable[Span]]], ...] = (
 PATTERNS: dict[str, re.Pattern] = {name: value for name, value in globals().items()
                                    if isinstance(value, re.Pattern)}
 
-_NUMBER_TAGS = frozenset({"CARD", "ACCOUNT", "SSN", "CVV", "EXPIRY", "PIN", "PHONE", "MRN", "DOB", "DATE"})
+_NUMBER_TAGS = frozenset({"CARD", "ACCOUNT", "SSN", "CVV", "EXPIRY", "PIN", "PHONE", "MRN", "DOB", "DATE", "IP"})
 
 
 def _digits(text: str) -> str:

@@ -205,3 +205,10 @@ def test_findings_do_not_overlap_on_dense_input():
     text = LABELLED_SET.read_text(encoding="utf-8") * 3
     findings = Redactor().find(text)
     assert findings and all(a.end <= b.start for a, b in zip(findings, findings[1:], strict=False))
+
+
+def test_an_ip_address_is_masked_as_an_address_not_a_phone_number():
+    from assistant.redact import Redactor
+
+    text = Redactor().redact("login from 203.0.113.77 failed, my router is 192.168.1.254")
+    assert text == "login from [IP] failed, my router is [IP]"
