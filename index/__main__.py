@@ -8,6 +8,7 @@
     python -m index eval DIR --questions FILE.jsonl [--modes bm25,dense,hybrid] [--json]
     python -m index stats DIR
     python -m index uploads DIR [--json]    uploads: who, when, private (waiting for approval) or shared
+    python -m index quarantine DIR [--json] passages flagged as prompt injection, never quoted as evidence
     python -m index approve DIR ID... --by NAME [--replace] [--audit FILE]   into the shared index
     python -m index reject DIR ID... --by NAME [--audit FILE]                dropped, file deleted
 
@@ -58,7 +59,7 @@ def _searcher(args: argparse.Namespace) -> Searcher:
 def cmd_build(args: argparse.Namespace) -> int:
     chunking = ChunkConfig(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
     report = build_index(args.sources, args.out, _embedder(args), chunking, progress=not args.quiet,
-                         index_type=args.index_type, limits=IngestLimits.parse(args.limit))
+                         index_type=args.index_type, limits=IngestLimits.parse(args.limit), screen=not args.no_screen)
     print(report.summary())
     return 1 if report.skipped else 0
 
@@ -176,6 +177,28 @@ def cmd_uploads(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    store = IndexStore.open(args.index)
+    marks = store.quarantined()
+    rows = store.db.execute("SELECT content_hash, source, chunk_id, text FROM chunks ORDER BY row").fetchall()
+    found = []
+    for digest, source, chunk_id, text in rows:
+        for start, end, score in marks.get(digest, []):
+            found.append({"source": source, "chunk_id": chunk_id, "score": score, "text": " ".join(text[int(start):int(end)].split())})
+    if args.json:
+        print(json.dumps({"screened_by": store.manifest.screened_by, "quarantined": found}, indent=2))
+        return 0
+    if not store.manifest.screened_by:
+        print(f"{args.index} was written without injection screening: rebuild it (python -m index build) to mark "
+              "its passages; until then the assistant screens each passage as it reads it")
+        return 0
+    if not found:
+        print(f"nothing quarantined ({len(rows)} chunks screened by {store.manifest.screened_by})")
+    for item in found:
+        print(f"{item['score']:.2f}  {item['source']}  {item['chunk_id']}\n      {item['text']}")
+    return 0
+
+
 def _audit_log(args: argparse.Namespace):
     """The audit log approvals go to: --audit (a file or a postgresql:// URL), else $RA_AUDIT_URL, else the one
     of the data folder holding the index."""
@@ -236,6 +259,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                    help="what one file may cost to read, e.g. max_pages=500 (index/limits.py; repeatable)")
+    b.add_argument("--no-screen", action="store_true",
+                   help="skip prompt-injection screening (the assistant then screens passages as it reads them)")
     b.set_defaults(func=cmd_build)
 
     a = sub.add_parser("add", help="add or refresh files in an index, keeping the rest")
@@ -287,6 +312,11 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("index")
     u.add_argument("--json", action="store_true")
     u.set_defaults(func=cmd_uploads)
+
+    qu = sub.add_parser("quarantine", help="passages flagged as prompt injection (never quoted as evidence)")
+    qu.add_argument("index")
+    qu.add_argument("--json", action="store_true")
+    qu.set_defaults(func=cmd_quarantine)
 
     for name, what in (("approve", "move private uploads into the shared index (audited)"),
                        ("reject", "drop private uploads from the index and delete their files (audited)")):

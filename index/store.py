@@ -10,6 +10,12 @@ chunks.sqlite holds the chunks, the files, and an `uploads` table: who uploaded 
 whether it is still private to the uploader's session (index/uploads.py). Versions written before that
 table existed read as having no uploads.
 
+Every chunk is screened for prompt injection as it is written (assistant/injection.py: sentences that
+address the assistant instead of the reader); a `quarantine` table holds the flagged units of each chunk by
+content hash, the manifest names the model that screened (`screened_by`), and the build report lists what
+was flagged. Unchanged chunks keep their marks while the model is the same. Versions written before
+screening, or with `screen=False`, have no marks: the assistant screens their passages when it reads them.
+
 A build writes a complete new version beside the live one and then flips CURRENT, so a crash or
 `kill -9` at any point leaves the previous version loadable, and readers that opened it keep working.
 """
@@ -65,6 +71,7 @@ class Manifest:
     created: float = field(default_factory=time.time)
     sources: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    screened_by: str = ""  # the injection model that screened every chunk ("" = not screened)
 
 
 @dataclass
@@ -77,6 +84,7 @@ class BuildReport:
     chunks_embedded: int
     seconds: float
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    quarantined: list[tuple[str, str, float]] = field(default_factory=list)  # (source, sentence, score), new this run
 
     def summary(self) -> str:
         lines = [
@@ -85,7 +93,13 @@ class BuildReport:
             f"in {self.seconds:.1f} s"
         ]
         lines += [f"skipped {path}: {reason}" for path, reason in self.skipped]
+        lines += [f"quarantined {source}: \"{_short(text)}\" (injection score {score:.2f}; never quoted as evidence)"
+                  for source, text, score in self.quarantined]
         return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass
@@ -129,6 +143,7 @@ CREATE TABLE uploads (
     path TEXT PRIMARY KEY, source TEXT, user TEXT, session TEXT, uploaded_at REAL, status TEXT, sha256 TEXT,
     size INTEGER, approved_by TEXT, approved_at REAL, shared_root TEXT
 );
+CREATE TABLE quarantine (content_hash TEXT PRIMARY KEY, units TEXT);
 """
 _UPLOAD_COLUMNS = [f.name for f in fields(UploadRecord)]
 
@@ -141,6 +156,8 @@ class IndexStore:
         self._bm25: BM25Index | None = None
         self._uploads: dict[str, UploadRecord] | None = None
         self._private_rows: dict[str, np.ndarray] | None = None
+        self._quarantined: dict[str, list[list[float]]] | None = None
+        self._hashes: set[str] | None = None
 
     @property
     def path(self) -> Path:
@@ -177,6 +194,22 @@ class IndexStore:
             rows = self.db.execute(f"SELECT {', '.join(_UPLOAD_COLUMNS)} FROM uploads").fetchall() if has_table else []
             self._uploads = {r[0]: UploadRecord(*r) for r in rows}
         return self._uploads
+
+    def quarantined(self) -> dict[str, list[list[float]]]:
+        """Units flagged as prompt injection, by chunk content hash: [[start, end, score], ...] in the chunk's
+        text (empty for versions written before screening; see `manifest.screened_by`)."""
+        if self._quarantined is None:
+            has_table = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quarantine'").fetchone()
+            rows = self.db.execute("SELECT content_hash, units FROM quarantine").fetchall() if has_table else []
+            self._quarantined = {h: json.loads(units) for h, units in rows}
+        return self._quarantined
+
+    def content_hashes(self) -> set[str]:
+        """The content hash of every chunk (the texts this version screened, when it did)."""
+        if self._hashes is None:
+            self._hashes = {h for (h,) in self.db.execute("SELECT DISTINCT content_hash FROM chunks")}
+        return self._hashes
 
     def hidden_rows(self, session: str | None) -> np.ndarray:
         """Rows of private uploads that `session` did not make: what its searches must not see."""
@@ -301,24 +334,25 @@ def build_index(
     extra: dict | None = None,
     index_type: str = "auto",
     limits: IngestLimits | None = None,
+    screen: bool = True,
 ) -> BuildReport:
     """Make the index at `out` hold exactly the files under `sources` (and the uploads still waiting for
     approval, which only index/uploads.py adds or removes).
 
     Unchanged files (same SHA-256) keep their chunks and vectors; changed and new files are read (within
-    `limits`) and embedded; files no longer present are dropped.
+    `limits`) and embedded; files no longer present are dropped. `screen` marks prompt injection in new chunks.
     """
     return update_index(out, embedder, chunking, add=sources, keep_others=False, progress=progress,
-                        extra=extra, index_type=index_type, loader=_loader(limits))
+                        extra=extra, index_type=index_type, loader=_loader(limits), screen=screen)
 
 
 def add_to_index(out: str | Path, sources: list[str], embedder: Embedder, *, progress: bool = True,
-                 index_type: str = "auto", limits: IngestLimits | None = None) -> BuildReport:
+                 index_type: str = "auto", limits: IngestLimits | None = None, screen: bool = True) -> BuildReport:
     """Add (or refresh) the files under `sources`, keeping everything else the index holds."""
     if not IndexStore.exists(out):
         raise IndexError_(f"no index at {out}: create one with `python -m index build SRC --out {out}`")
     return update_index(out, embedder, None, add=sources, keep_others=True, progress=progress,
-                        index_type=index_type, loader=_loader(limits))
+                        index_type=index_type, loader=_loader(limits), screen=screen)
 
 
 def _loader(limits: IngestLimits | None) -> Callable[[Path], Document]:
@@ -346,11 +380,13 @@ def update_index(
     index_type: str = "auto",
     uploads: dict[str, UploadRecord] | None = None,
     loader: Callable[[Path], Document] = load_document,
+    screen: bool = True,
 ) -> BuildReport:
     """Write a new version of the index from the previous one plus `add` minus `remove`.
 
     `uploads` records who uploaded which of the added files (by file key); the records of files the new
     version keeps are carried over. `loader` parses a new or changed file (index/sandbox.py for uploads).
+    `screen` marks prompt injection in every chunk the previous version did not screen with the same model.
     """
     started = time.time()
     if index_type not in INDEX_TYPES:
@@ -443,6 +479,7 @@ def update_index(
         matrix = np.stack([v for _, v, _ in kept]).astype(np.float32) if kept else np.zeros((0, dimension), np.float32)
         kind = index_type if index_type != "auto" else ("hnsw" if len(matrix) >= HNSW_THRESHOLD else "flat")
         index = make_vector_index(matrix, kind)
+        screened_by, marks, flagged = _screen(kept, previous, embedder, progress) if screen else ("", {}, [])
         bm25 = BM25Index.build([c.embed_text for c, _, _ in kept])
         removed = len(set(old_files) - set(files))
         roots = [str(Path(s).resolve()) for s in add]
@@ -453,16 +490,46 @@ def update_index(
             chunk_overlap=chunking.chunk_overlap, n_chunks=len(kept), n_files=len(files),
             index_type=kind, sources=roots,
             extra=extra if extra is not None else (previous.manifest.extra if previous else {}),
+            screened_by=screened_by,
         )
         records = {key: old_uploads[key] for key in files if key in old_uploads}
         records.update({key: record for key, record in (uploads or {}).items() if key in files})
-        version = _write_version(root, manifest, index, bm25, kept, files, records)
+        version = _write_version(root, manifest, index, bm25, kept, files, records, marks)
         if previous is not None:
             previous.close()
         _prune(root, keep={version, previous.version if previous else ""})
     return BuildReport(version=version, files_indexed=indexed, files_reused=reused, files_removed=removed,
                        chunks=len(kept), chunks_embedded=len(todo), seconds=time.time() - started,
-                       skipped=skipped)
+                       skipped=skipped, quarantined=flagged)
+
+
+def _screen(kept: list[tuple[Chunk, np.ndarray, str]], previous: IndexStore | None, embedder: Embedder,
+            progress: bool) -> tuple[str, dict[str, list[list[float]]], list[tuple[str, str, float]]]:
+    """Prompt-injection marks for the chunks of a new version: (the model's id, flagged units by content hash,
+    the (source, unit, score) flagged in chunks the previous version had not screened with that model)."""
+    # the assistant's safety model, imported here: documents meet it once, as they are indexed
+    from assistant.injection import InjectionDetector
+
+    detector = InjectionDetector.load(embedder)
+    same_model = previous is not None and previous.manifest.screened_by == detector.id
+    known = previous.quarantined() if same_model else {}
+    screened = previous.content_hashes() if same_model else set()
+    marks: dict[str, list[list[float]]] = {}
+    todo: dict[str, Chunk] = {}
+    for chunk, _, _ in kept:
+        digest = chunk.content_hash
+        if digest in screened:
+            if digest in known:
+                marks[digest] = known[digest]
+        else:
+            todo.setdefault(digest, chunk)
+    flagged: list[tuple[str, str, float]] = []
+    found = detector.screen([c.text for c in todo.values()], progress=progress)
+    for (digest, chunk), flags in zip(todo.items(), found, strict=True):
+        if flags:
+            marks[digest] = [[f.start, f.end, f.score] for f in flags]
+            flagged += [(chunk.source, f.text, f.score) for f in flags]
+    return detector.id, marks, flagged
 
 
 def _matching(files: dict[str, dict], wanted: list[str]) -> set[str]:
@@ -491,7 +558,8 @@ def make_vector_index(matrix: np.ndarray, kind: str):
     return index
 
 
-def _write_version(root, manifest, index, bm25, kept, files, uploads: dict[str, UploadRecord]) -> str:
+def _write_version(root, manifest, index, bm25, kept, files, uploads: dict[str, UploadRecord],
+                   marks: dict[str, list[list[float]]]) -> str:
     import faiss
 
     versions = root / "versions"
@@ -515,6 +583,7 @@ def _write_version(root, manifest, index, bm25, kept, files, uploads: dict[str, 
     db.executemany("INSERT INTO files VALUES (?,?,?,?)", [(p, *v) for p, v in files.items()])
     db.executemany(f"INSERT INTO uploads ({', '.join(_UPLOAD_COLUMNS)}) VALUES ({', '.join('?' * len(_UPLOAD_COLUMNS))})",
                    [tuple(asdict(r).values()) for r in uploads.values()])
+    db.executemany("INSERT INTO quarantine VALUES (?,?)", [(h, json.dumps(units)) for h, units in marks.items()])
     db.commit()
     db.close()
     (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))

@@ -11,6 +11,8 @@
 
 Every file is parsed first, in a child process under a memory cap and a timeout (index/sandbox.py),
 within IngestLimits; a refused file is reported with the limit it crossed and never reaches the index.
+Sentences that address the assistant (prompt injection) are marked as the file is indexed and listed in
+`UploadReport.quarantined`; they are never quoted as evidence (index/store.py, assistant/injection.py).
 Accepted files are written as a new index version, so nothing already stored is lost whatever happens.
 
 Where files are kept. `shared_root` is the pack's uploads folder (`DATA/uploads/<pack>`): shared uploads
@@ -68,6 +70,7 @@ class UploadReport:
     seconds: float = 0.0
     private: bool = False  # the added files wait for an administrator's approval
     records: list[UploadRecord] = field(default_factory=list)  # one per added file
+    quarantined: list[tuple[str, str, float]] = field(default_factory=list)  # (source, sentence, score): injection
 
 
 def upload_name(name: str) -> str:
@@ -155,6 +158,7 @@ def _keep(home: Path, shared_root: Path, accepted: dict[str, tuple[Path, Documen
         result = update_index(index_dir, embedder, None, add=[str(home)], keep_others=True, uploads=records,
                               loader=lambda p: docs[str(p)] if str(p) in docs else parse(p), progress=progress)
     report.chunks = result.chunks
+    report.quarantined = result.quarantined
     report.rejected += [(name, reason) for name, reason in result.skipped]  # files of earlier uploads, re-read
     return list(records.values())
 
