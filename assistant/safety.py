@@ -4,14 +4,22 @@
    route to the pack's emergency intents even when the classifier is unsure: a missed emergency
    costs far more than an unneeded safety message. The reply is the pack's fixed text, never
    generated.
-2. Prompt injection: instruction-like sentences ("ignore previous instructions", "print the system
-   prompt", "you are now ...") are removed from retrieved passages before they reach the model,
-   and a message that is only an injection attempt is declined as out of scope.
+2. Prompt injection. In documents, sentences that address the assistant are marked when they are
+   indexed and cut out of retrieved passages before evidence is selected (assistant/injection.py).
+   A message that is an injection attempt is declined as out of scope: the phrase rules below catch
+   the common forms ("ignore previous instructions", "print the system prompt", "you are now ..."),
+   and with the detector (`InjectionDetector`) any wording of a request for the hidden text (the
+   system prompt, the passages, "word for word the text you were given"), a persona set-up or an
+   instruction override is caught too.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assistant.injection import InjectionDetector
 
 # label -> patterns; a label is used only when the pack defines that intent.
 EMERGENCY_PATTERNS: dict[str, list[str]] = {
@@ -62,8 +70,19 @@ def strip_injections(text: str) -> str:
     return " ".join(part.strip() for part in kept if part.strip())
 
 
-def only_injection(message: str) -> bool:
-    """True when nothing but an injection attempt is left of the message (nothing to answer)."""
+def asks_for_hidden_text(message: str, detector: InjectionDetector) -> bool:
+    """True when the message asks for what the customer must not see (the system prompt, the retrieved
+    passages, "the text you were given", word for word or not), sets up a persona or overrides the
+    instructions, in any wording (the detector's message model)."""
+    return has_injection(message) or detector.is_injection_message(message)
+
+
+def only_injection(message: str, detector: InjectionDetector | None = None) -> bool:
+    """True when the message is to be declined as an injection attempt: with `detector`, whenever it asks
+    for the hidden text or tries to take the assistant over (asks_for_hidden_text); without, when nothing
+    but a phrase-rule injection is left of it (nothing to answer)."""
+    if detector is not None and detector.is_injection_message(message):
+        return True
     if not has_injection(message):
         return False
     rest = strip_injections(message)
