@@ -34,13 +34,14 @@ from assistant.evidence import EvidenceSelector, Selection
 from assistant.generate import GenerationSettings, GenerationStats, TextGenerator
 from assistant.grounding import Grounding, GroundingChecker
 from assistant.grounding_fit import grounding_weights
+from assistant.injection import InjectionDetector
 from assistant.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_utterances
 from assistant.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
 from assistant.prompt import build_evidence_messages, build_messages
 from assistant.redact import Redactor, public_numbers
 from assistant.routing import asks_about
-from assistant.safety import emergency_intent, only_injection, strip_injections
+from assistant.safety import emergency_intent, only_injection
 from assistant.slots import extract_slots, is_affirmative
 from assistant.verify import SentenceCheck, Verifier
 from index.embed import Embedder, resolve_embedder
@@ -200,6 +201,7 @@ class Assistant:
         self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir)
         self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))
         self.selector = EvidenceSelector.for_store(self.searcher.store, self.embedder)
+        self.injection = InjectionDetector.load(self.embedder)
         self.verifier = Verifier(self.embedder)
         if len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
             threading.Thread(target=self._warm_evidence, daemon=True).start()
@@ -235,7 +237,7 @@ class Assistant:
         known = set(self.pack.intents)
         if label := emergency_intent(message, known):
             return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
-        if only_injection(message):
+        if only_injection(message, self.injection):
             return Prediction(label=OUT_OF_SCOPE, confidence=1.0, top=[(OUT_OF_SCOPE, 1.0)])
         if history and is_affirmative(message) and _HANDOFF_OFFER.search(history[-1][1] or ""):
             label = "human_agent" if "human_agent" in known else OUT_OF_SCOPE
@@ -326,7 +328,8 @@ class Assistant:
         if action in ("flow", "handoff") and asks_about(message):
             action, offer = "answer", prediction.label
         probe = None
-        if action in ("out_of_scope", "smalltalk") and not only_injection(message) and len(message.split()) >= 4:
+        if (action in ("out_of_scope", "smalltalk") and not only_injection(message, self.injection)
+                and len(message.split()) >= 4):
             probe = self._find_evidence(message, history, config, session_id)
             found = probe[1]
             if (found.evidence and not found.flagged
@@ -364,6 +367,8 @@ class Assistant:
                 queries.append(condensed)
         pools = self.searcher.search_many(queries, k=config.pool_k, min_score=config.pool_min_score,
                                           mode=config.search_mode, session=session_id)
+        # sentences that address the assistant (quarantined at index time) never become evidence
+        pools = [self.injection.clean(pool, self.searcher.store) for pool in pools]
         best: tuple[float, str, Selection, list[Hit]] | None = None
         for query, pool in zip(queries, pools, strict=True):
             found = self.selector.assess(query, pool) if pool else Selection([], 0.0, False)
@@ -466,6 +471,7 @@ class Assistant:
         query = self.retrieval_query(message, history)
         hits: list[Hit] = self.searcher.search(query, k=config.top_k, min_score=config.min_score,
                                                mode=config.search_mode, session=session_id)
+        hits = self.injection.clean(hits, self.searcher.store)
         retrieval_ms = (time.perf_counter() - t0) * 1000
         sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
                           chunk_id=h.chunk_id, section=" › ".join(h.headings))
@@ -480,7 +486,7 @@ class Assistant:
             self._record(response, message, session_id, retrieved=[], prompt_hash=None)
             yield response
             return
-        passages = [strip_injections(h.text) or h.text for h in hits]
+        passages = [h.text for h in hits]
         shown = [replace(h, text=p) for h, p in zip(hits, passages, strict=True)]
         settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
         messages = build_messages(self.pack.system_prompt, message, shown, history)
