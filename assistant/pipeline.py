@@ -10,6 +10,7 @@ Every turn is written, PII redacted, to the audit log before the final Response 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -180,6 +181,11 @@ def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path) -> I
     return IntentClassifier.load(target, embedder=embedder)
 
 
+def _stop_thread(stop: threading.Event, thread: threading.Thread, wait_s: float = 60.0) -> None:
+    stop.set()
+    thread.join(wait_s)
+
+
 class Assistant:
     """Loads the pack, its index and the models once; answers many questions, from many threads."""
 
@@ -204,7 +210,12 @@ class Assistant:
         self.injection = InjectionDetector.load(self.embedder)
         self.verifier = Verifier(self.embedder)
         if len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
-            threading.Thread(target=self._warm_evidence, daemon=True).start()
+            self._warm_stop = threading.Event()
+            warming = threading.Thread(target=self._warm_evidence, daemon=True, name="evidence-warm-up")
+            warming.start()
+            # a one-shot command may exit while it runs: stop it between batches, before the interpreter
+            # tears down the embedder under it (that aborted the process: "terminate called ...")
+            atexit.register(_stop_thread, self._warm_stop, warming)
         public = public_numbers([*self.pack.contacts.values(), *self.pack.replies.values()])
         self.audit = audit or AuditLog(self.config.audit_target, Redactor(allow=public))
         self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
@@ -215,10 +226,14 @@ class Assistant:
         try:
             rows = list(range(len(store)))
             for start in range(0, len(rows), 256):
+                if self._warm_stop.is_set():
+                    return
                 records = store.chunks(rows[start:start + 256])
                 self.selector.warm([Hit(chunk_id=r["chunk_id"], source=r["source"], title=r["title"], text=r["text"],
                                         score=0.0, headings=r["headings"]) for r in records.values()])
         except Exception as exc:  # noqa: BLE001 - only a warm-up: questions embed what they need themselves
+            if self._warm_stop.is_set() or "interpreter shutdown" in str(exc):
+                return  # the process is exiting: nothing to warm for
             log.warning("evidence warm-up stopped (%s); sentences will be embedded as questions need them", exc)
 
     @cached_property
