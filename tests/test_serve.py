@@ -99,7 +99,7 @@ def api(tmp_path_factory, data_dir, embedder):
                 if reply.status_code == 200:
                     server.workers.add(reply.json()["worker"])
             except httpx.HTTPError:
-                pass
+                reply = None  # not listening yet: try again after the pause below
             time.sleep(0.3)
         yield server
     finally:
