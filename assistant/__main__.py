@@ -192,13 +192,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
             reports.append(("eval", evaluate(bot, limit=args.limit, progress=not args.json, dump=dumped)))
         if args.set in ("dev", "both") and (bot.pack.root / "dev").is_dir():
             reports.append(("dev", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped)))
+        if args.set == "fit":
+            reports.append(("fit", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
+                                                split="fit")))
     if args.dump:
         Path(args.dump).write_text("".join(json.dumps(d) + "\n" for d in dumped))
     if args.json:
         print(json.dumps([{"set": name, **r.to_dict()} for name, r in reports], indent=2))
     else:
         for name, report in reports:
-            title = "customer-phrased dev set" if name == "dev" else "eval set (written beside the code)"
+            title = {"dev": "customer-phrased dev set", "fit": "customer-phrased fitting set"}.get(
+                name, "eval set (written beside the code)")
             print(f"\n== {report.domain}: {title} ==\n{report.table()}")
     return 0
 
@@ -325,8 +329,9 @@ def parser() -> argparse.ArgumentParser:
     add_config_args(ev)
     ev.set_defaults(domain=None)
     ev.add_argument("--limit", type=int, default=None, help="at most N questions of each set")
-    ev.add_argument("--set", default="both", choices=("eval", "dev", "both"),
-                    help="dev: the customer-phrased set written from the documents only (never fitted on)")
+    ev.add_argument("--set", default="both", choices=("eval", "dev", "both", "fit"),
+                    help="dev: the customer-phrased set written from the documents only (never fitted on); "
+                         "fit: the customer-phrased set that thresholds are fitted on (for trying a change)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--dump", default=None, help="write every answer's confidence features to this JSONL file")
     ev.set_defaults(func=cmd_eval)

@@ -33,7 +33,8 @@ def _sentence(text: str) -> str:
 
 
 def compose(checks: list[SentenceCheck], evidence: list[Evidence]) -> tuple[str, list[SentenceCheck]]:
-    """The final answer text and the status of each sentence in it (verified, quoted; removed ones listed too)."""
+    """The final answer text and the status of each sentence in it (verified, quoted; restated and removed
+    ones listed too). A restated sentence is left out of the text: the quote shows its evidence sentence."""
     verified = [c for c in checks if c.status == "verified"]
     removed = [c for c in checks if c.status != "verified"]
     if not verified:

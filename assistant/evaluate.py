@@ -292,8 +292,8 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
         if not refused:  # what the LLM's own sentences came to (quoted evidence sentences are not generated)
             statuses = [s["status"] for s in response.sentences]
             c["answered"] += 1
-            c["kept"] += "verified" in statuses
-            c["verified"] += statuses.count("verified")
+            c["kept"] += "verified" in statuses or "restated" in statuses
+            c["verified"] += statuses.count("verified") + statuses.count("restated")
             c["removed"] += statuses.count("removed")
         latencies.append(response.latency_ms["total"])
         if "ttft" in response.latency_ms:

@@ -44,7 +44,7 @@ from assistant.redact import Redactor, public_numbers
 from assistant.routing import asks_about
 from assistant.safety import emergency_intent, only_injection
 from assistant.slots import extract_slots, is_affirmative
-from assistant.verify import SentenceCheck, Verifier
+from assistant.verify import SentenceCheck, Verifier, strip_labels
 from index.embed import Embedder, resolve_embedder
 from index.search import Hit, Searcher
 from index.store import BuildReport, IndexError_, IndexStore, build_index
@@ -455,6 +455,7 @@ class Assistant:
             prompt_hash = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
             text = "".join(self.generator.stream(messages, settings, stats))
             t1 = time.perf_counter()
+            text = strip_labels(text, [label for e in evidence for label in (e.section, e.title)])
             checks = self.verifier.check(text, question, [(e.n, e.text) for e in evidence])
             answer, statuses = compose(checks, evidence)
             check_ms = (time.perf_counter() - t1) * 1000
@@ -468,7 +469,7 @@ class Assistant:
             caveat=found.flagged,
             evidence=shown, sentences=[c.to_dict() for c in statuses], offer=offer, **base,
             checks={"evidence": round(top, 3), "answerable": round(found.probability, 3), "removed": float(sum(c.status == "removed" for c in statuses)),
-                    "verified": float(sum(c.status == "verified" for c in statuses))},
+                    "verified": float(sum(c.status in ("verified", "restated") for c in statuses))},
             latency_ms={"intent": round(intent_ms, 1), "retrieval": round(retrieval_ms, 1),
                         "ttft": round(ttft_ms, 1), "generation": round(stats.total_ms, 1),
                         "check": round(check_ms, 1), "total": round((time.perf_counter() - started) * 1000, 1)},

@@ -8,7 +8,7 @@ from assistant.compose import compose, quote
 from assistant.evidence import Evidence, asked_kinds, units
 from assistant.generate import GenerationSettings
 from assistant.routing import asks_about, asks_for_action
-from assistant.verify import SentenceCheck, misplaced_figures
+from assistant.verify import SentenceCheck, dropped_qualifiers, misplaced_figures, restates, strip_labels
 
 
 def test_units_rejoin_wrapped_lines_and_read_tables():
@@ -78,6 +78,38 @@ def test_figure_said_of_something_else():
     assert not misplaced_figures("On Saturday branches open at 9:00 a.m.", evidence, "")
 
 
+def test_figure_without_the_qualifier_that_tells_it_apart():
+    evidence = ["Incoming international wire: $20.", "Outgoing international wire: $45."]
+    assert dropped_qualifiers("An international wire costs $20.", evidence) == ["$20"]
+    assert dropped_qualifiers("It costs $20.", evidence, "how much is an international wire?") == ["$20"]
+    assert dropped_qualifiers("An incoming international wire costs $20.", evidence) == []
+    assert dropped_qualifiers("It costs $20.", evidence, "What do you charge for an incoming international wire?") == []
+    # a shortened label that fits no other figure is still that figure
+    cards = ["Expedited delivery in 2 business days costs $25.", "Standard delivery in 7 to 10 business days is free."]
+    assert dropped_qualifiers("Expedited delivery costs $25.", cards) == []
+
+
+def test_copied_labels_and_restatements():
+    labels = ["Wire Transfers › Fees", "Wire Transfers"]
+    assert strip_labels("Wire Transfers › Fees: An incoming wire costs $15.", labels) == "An incoming wire costs $15."
+    assert strip_labels("Yes. Wire Transfers: It is free.", labels) == "Yes. It is free."
+    assert strip_labels("Our wire transfers are free.", labels) == "Our wire transfers are free."
+    assert restates("Incoming wires cost $15.", "An incoming domestic wire costs $15.")
+    assert not restates("Incoming wires cost $20.", "An incoming domestic wire costs $15.")
+    assert not restates("Wires cost $15.", "An incoming domestic wire sent from abroad costs $15 on weekdays.")
+
+
+def test_restated_sentence_left_to_the_quote():
+    evidence = [Evidence(n=1, text="An outgoing international wire costs $45.", source="faq.csv", title="Faq",
+                         section="Wires", score=0.7)]
+    checks = [SentenceCheck("An outgoing international wire costs $45.", "restated", "the quote [1] says the same",
+                            cites=(1,)),
+              SentenceCheck("You can send it online.", "verified", cites=(1,))]
+    answer, statuses = compose(checks, evidence)
+    assert answer.startswith("You can send it online [1].") and answer.count("$45") == 1
+    assert [s.status for s in statuses] == ["verified", "quoted", "restated"]
+
+
 def test_quote_fallback_when_nothing_survives():
     evidence = [Evidence(n=1, text="An outgoing international wire costs $45.", source="faq.csv", title="Faq",
                          section="How much does it cost to send a wire?", score=0.7)]
@@ -92,9 +124,10 @@ def test_answer_json_shows_evidence_and_sentence_status(bank_bot):
     data = response.to_dict()
     assert data["answer_mode"] == "evidence" and not data["refused"] and not data["caveat"]
     assert data["evidence"] and {"n", "text", "source"} <= set(data["evidence"][0])
-    assert data["sentences"] and all(s["status"] in ("verified", "quoted", "removed") for s in data["sentences"])
+    assert data["sentences"] and all(s["status"] in ("verified", "restated", "quoted", "removed")
+                                     for s in data["sentences"])
     plain = re.sub(r"\s*\[\d+\]", "", response.answer)
-    shown = [s for s in data["sentences"] if s["status"] != "removed"]
+    shown = [s for s in data["sentences"] if s["status"] in ("verified", "quoted")]
     assert shown and all(s["text"].rstrip(".?!;,") in plain for s in shown)
     assert response.answer.index("From *") >= 0  # the document's own words always stay in the answer
     assert "$45" in response.answer

@@ -222,7 +222,7 @@ CSS = """
 .ra-sources {padding-left: 0; list-style: none;}
 .ra-evidence {padding-left: 0; list-style: none;} .ra-sentence {margin: 4px 0; font-size: 0.9em;}
 .ra-status {font-size: 0.75em; font-weight: 700; padding: 1px 6px; border-radius: 8px; background: #e5e7eb;}
-.ra-verified .ra-status {background: #dcfce7;} .ra-quoted .ra-status {background: #dbeafe;}
+.ra-verified .ra-status, .ra-restated .ra-status {background: #dcfce7;} .ra-quoted .ra-status {background: #dbeafe;}
 .ra-removed {color: #9ca3af; text-decoration: line-through;} .ra-reason {text-decoration: none; font-style: italic;}
 .ra-source {border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px; margin-bottom: 8px;}
 .ra-source-head {display: flex; gap: 8px; align-items: baseline;}
