@@ -8,7 +8,13 @@ from assistant.compose import compose, quote
 from assistant.evidence import Evidence, asked_kinds, units
 from assistant.generate import GenerationSettings
 from assistant.routing import asks_about, asks_for_action
-from assistant.verify import SentenceCheck, dropped_qualifiers, misplaced_figures, restates, strip_labels
+from assistant.verify import (
+    SentenceCheck,
+    dropped_qualifiers,
+    misplaced_figures,
+    restates,
+    strip_labels,
+)
 
 
 def test_units_rejoin_wrapped_lines_and_read_tables():
