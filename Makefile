@@ -111,7 +111,8 @@ bench-generate: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.bench_generate $(BENCH_ARGS)
 
 # The HTTP API under load: 2 worker processes on one FAISS index and one SQLite audit log, 32 chats at once;
-# throughput, p50/p95, errors, and every turn audited once. BENCH_ARGS="--answer-mode quote --chats 64"
+# throughput, p50/p95, errors, and every turn audited once. BENCH_ARGS="--answer-mode quote --chats 64";
+# BENCH_ARGS="--audit postgres" runs the same on a throwaway PostgreSQL server (or --audit-url URL).
 bench-serve: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.bench_serve $(BENCH_ARGS)
 

@@ -1,8 +1,13 @@
 """Load on the HTTP API: concurrent chats against several worker processes that share one FAISS index
-and one SQLite audit log (`make bench-serve`).
+and one audit store, SQLite or PostgreSQL (`make bench-serve`).
 
     python -m assistant.bench_serve [--chats 32] [--workers 2] [--domain bank] [--answer-mode evidence]
+                                    [--audit sqlite|postgres] [--audit-url postgresql://...]
                                     [--timeout 600] [--data-dir DIR] [--json runs/bench-serve.json]
+
+`--audit postgres` starts a throwaway PostgreSQL server from the machine's binaries (assistant/pg_local.py)
+for the run; `--audit-url` uses one that is already running (an empty database is best: the count is of
+this run's turn ids, so older rows do no harm).
 
 It starts `python -m assistant serve --workers W` on a free loopback port with a new token (indexes and
 audit log in a fresh directory unless --data-dir), waits until /readyz has said "ready" from every
@@ -115,14 +120,22 @@ async def send_all(url: str, token: str, domain: str, asked: list[str], timeout:
         return await asyncio.gather(*(chat(client, url, domain, q, n % 2 == 0, n) for n, q in enumerate(asked)))
 
 
-def audit_counts(db: Path, turn_ids: list[str], user: str) -> dict:
-    """How often each answered turn is in the audit log, and how many of them name the token's user."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = Counter(r[0] for r in con.execute("SELECT id FROM turns"))
-        named = {r[0] for r in con.execute("SELECT id FROM turns WHERE user = ?", (user,))}
-    finally:
-        con.close()
+def audit_counts(target: Path | str, turn_ids: list[str], user: str) -> dict:
+    """How often each answered turn is in the audit store (a SQLite file or a PostgreSQL URL), and how many
+    of them name the token's user."""
+    if isinstance(target, str):
+        import psycopg
+
+        with psycopg.connect(target) as conn:
+            rows = Counter(r[0] for r in conn.execute("SELECT id FROM turns"))
+            named = {r[0] for r in conn.execute('SELECT id FROM turns WHERE "user" = %s', (user,))}
+    else:
+        con = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+        try:
+            rows = Counter(r[0] for r in con.execute("SELECT id FROM turns"))
+            named = {r[0] for r in con.execute("SELECT id FROM turns WHERE user = ?", (user,))}
+        finally:
+            con.close()
     return {"once": sum(rows[t] == 1 for t in turn_ids), "missing": sum(rows[t] == 0 for t in turn_ids),
             "duplicated": sum(rows[t] > 1 for t in turn_ids), "with_user": sum(t in named for t in turn_ids)}
 
@@ -142,12 +155,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-mode", default="evidence", choices=("evidence", "quote", "generative"))
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run, start-up included")
     p.add_argument("--data-dir", default=None, help="indexes and audit log (default: a fresh temporary directory)")
+    p.add_argument("--audit", default="sqlite", choices=("sqlite", "postgres"),
+                   help="postgres: a throwaway PostgreSQL server started for this run (or --audit-url)")
+    p.add_argument("--audit-url", default=None, help="a running PostgreSQL audit store: postgresql://user@host/db")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.chats < 1 or args.workers < 1:
         p.error("--chats and --workers must be at least 1")
     deadline = time.time() + args.timeout
     asked = questions(args.domain, args.chats)
+    postgres, audit_url = None, args.audit_url
+    if args.audit == "postgres" and not audit_url:
+        from assistant.pg_local import PostgresServer, PostgresUnavailable
+
+        try:
+            postgres = PostgresServer.start()
+        except PostgresUnavailable as exc:
+            raise SystemExit(f"error: {exc}") from None
+        audit_url = postgres.new_database()
+    try:
+        return _run(args, asked, deadline, audit_url)
+    finally:
+        if postgres:
+            postgres.stop()
+
+
+def _run(args: argparse.Namespace, asked: list[str], deadline: float, audit_url: str | None) -> int:
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="ra-bench-serve-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
@@ -165,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "assistant", "serve", "--port", str(port), "--tokens-file", str(tokens),
              "--domain", args.domain, "--workers", str(args.workers), "--answer-mode", args.answer_mode,
              "--data-dir", str(data_dir), "--threads", str(max(8, args.chats)),
-             "--max-pending", str(max(64, args.chats))],
+             "--max-pending", str(max(64, args.chats)), *(["--audit-url", audit_url] if audit_url else [])],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         try:
             t0 = time.time()
@@ -188,12 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait()
     ok = [r for r in results if r["error"] is None]
     errors = [r for r in results if r["error"] is not None]
-    audit = audit_counts(data_dir / "audit.sqlite", [r["turn_id"] for r in ok], "bench")
+    audit = audit_counts(audit_url or data_dir / "audit.sqlite", [r["turn_id"] for r in ok], "bench")
     served = Counter(r["worker"] for r in ok)
     latencies = [r["ms"] for r in ok]
     ttfb = [r["ttfb_ms"] for r in ok if r["stream"] and "ttfb_ms" in r]
     report = {
         "chats": args.chats, "workers": args.workers, "domain": args.domain, "answer_mode": args.answer_mode,
+        "audit": "postgresql" if audit_url else "sqlite",
         "answered": len(ok), "errors": len(errors), "error_messages": sorted({r["error"] for r in errors})[:5],
         "wall_s": round(wall, 2), "chats_per_s": round(len(ok) / wall, 2) if wall else 0.0,
         "p50_ms": round(percentile(latencies, 0.50)), "p95_ms": round(percentile(latencies, 0.95)),
@@ -212,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             ("audited exactly once", f"{audit['once']} of {len(ok)} turns"),
             ("audited with the token's user", f"{audit['with_user']} of {len(ok)} turns"),
             ("answers per worker", " + ".join(str(v) for v in report["answers_per_worker"]))]
-    print(f"\n{args.chats} concurrent chats, {args.workers} workers, {args.domain}, answer mode {args.answer_mode} "
+    print(f"\n{args.chats} concurrent chats, {args.workers} workers, {args.domain}, answer mode {args.answer_mode}, "
+          f"audit in {report['audit']} "
           f"({report['machine']}; start-up {start_s:.0f} s)")
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -343,3 +343,21 @@ def test_concurrent_chats_are_each_audited_once(api):
     for n, turn_id in enumerate(turn_ids):
         row = api.turn(turn_id)  # exactly one row each
         assert row["session_id"] == f"s-load-{n}" and row["answer"]
+
+
+def test_bench_serve_two_workers_on_one_postgresql_audit_store(tmp_path, data_dir, embedder, postgres):
+    """`make bench-serve` with PostgreSQL: 2 worker processes, one FAISS index, one PostgreSQL audit store;
+    every answered chat is audited exactly once, under the token's user."""
+    prepare(tmp_path / "data", data_dir, embedder)
+    url = postgres.new_database()
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "assistant.bench_serve", "--chats", "8", "--workers", "2", "--answer-mode", "quote",
+         "--audit-url", url, "--data-dir", str(tmp_path / "data"), "--timeout", "400", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=500, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["audit"] == "postgresql" and report["workers"] == 2
+    assert report["answered"] == 8 and report["errors"] == 0
+    assert report["audited_once"] == 8 and report["audit_missing"] == 0 and report["audit_duplicated"] == 0
+    assert report["audited_with_user"] == 8 and sum(report["answers_per_worker"]) == 8

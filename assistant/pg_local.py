@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL server for the tests: initdb + pg_ctl on a temporary directory, a free loopback
-port, its unix socket in the same directory; stopped and deleted at the end.
+"""A throwaway PostgreSQL server for the tests and `make bench-serve`: initdb + pg_ctl on a temporary
+directory, a free loopback port, its unix socket in the same directory; stopped and deleted at the end.
+Not for production: fsync is off and every local connection is trusted.
 
     server = PostgresServer.start()          # PostgresUnavailable when no server binaries are found
     url = server.new_database()              # postgresql://postgres@127.0.0.1:PORT/audit_1, empty
@@ -69,7 +70,7 @@ class PostgresServer:
                 account = pwd.getpwnam(run_as)
             except KeyError as exc:
                 shutil.rmtree(root)
-                raise RuntimeError("running as root, and initdb refuses root: the tests run the server as "
+                raise RuntimeError("running as root, and initdb refuses root: the server runs as "
                                    "the `postgres` user, which this machine lacks (useradd postgres)") from exc
             os.chown(root, account.pw_uid, account.pw_gid)
         server = None
