@@ -18,18 +18,18 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from assistant.audit import POSTGRES_SCHEMES, AuditStoreError
+from assistant.audit import POSTGRES_SCHEMES
 from assistant.backends import BACKENDS
 from assistant.config import ANSWER_MODES, AssistantConfig
 from assistant.evidence_fit import add_fit_evidence_command
 from assistant.grounding_fit import add_fit_command
 from assistant.intents_cli import add_intents_commands
-from assistant.packs import PackError, available_packs
-from index.embed import ModelSpecError
+from assistant.packs import available_packs
+from index.errors import SettingError, UserError
 from index.quiet import quiet_libraries
 from index.store import IndexError_
 
-USER_ERRORS = (ModelSpecError, PackError, IndexError_, ValueError, AuditStoreError)
+USER_ERRORS = (UserError, IndexError_)  # anything else is a bug: it ends with its traceback
 
 
 AUDIT_URL_HELP = ("the audit log in PostgreSQL, postgresql://user@host:port/database (needs the postgres extra; "
@@ -244,14 +244,14 @@ def _audit_log(args: argparse.Namespace):
     from assistant.audit import AuditLog
 
     if args.db and args.audit_url:
-        raise ValueError("--db and --audit-url both name the audit log: give one")
+        raise SettingError("--db and --audit-url both name the audit log: give one")
     settings = {"data_dir": Path(args.data_dir)} if args.data_dir else {}
     if url := args.audit_url or (args.db if args.db and args.db.startswith(POSTGRES_SCHEMES) else None):
         settings["audit_url"] = url
     config = AssistantConfig(**settings)
     target = Path(args.db) if args.db and not url else config.audit_target
     if isinstance(target, Path) and not target.exists():
-        raise ValueError(f"no audit log at {target}: it is created by the first answer (data dir: {config.data_dir}; "
+        raise SettingError(f"no audit log at {target}: it is created by the first answer (data dir: {config.data_dir}; "
                          "a PostgreSQL one is named by --audit-url or $RA_AUDIT_URL)")
     return AuditLog(target)
 

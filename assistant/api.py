@@ -307,8 +307,9 @@ def failure(exc: Exception) -> APIError:
         return exc
     if isinstance(exc, GenerationError):
         return APIError(502, f"the answer could not be written: {exc}", code="generation_failed")
-    return APIError(500, "the assistant failed on this request (the server log has the details)",
-                    code="internal_error")
+    turn = getattr(exc, "turn_id", None)  # the audit row of the failed turn, for support to find it
+    return APIError(500, "Sorry, the assistant failed on this request; the server log has the details"
+                    + (f" (reference: audit turn {turn})" if turn else ""), code="internal_error")
 
 
 def assistant_fields(response: Response, session_id: str, model: str) -> dict:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from assistant.redact import Redactor
+from index.errors import SettingError, UserError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
@@ -115,7 +116,7 @@ _ADDED_COLUMNS = {"turns": ("status TEXT", "error TEXT", '"user" TEXT')}  # logs
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-class AuditStoreError(OSError):
+class AuditStoreError(UserError, OSError):
     """The audit store cannot be opened or reached; the message is one line that says what to check."""
 
 
@@ -287,14 +288,14 @@ class AuditLog:
 
     def feedback(self, turn_id: str, rating: int, comment: str | None = None) -> None:
         if rating not in (1, -1):
-            raise ValueError("rating is +1 (helpful) or -1 (not helpful)")
+            raise SettingError("rating is +1 (helpful) or -1 (not helpful)")
         with self._lock:  # one statement: the turn cannot be erased between the check and the insert
             added = self._store.execute(
                 "INSERT INTO feedback (time, turn_id, rating, comment) SELECT ?, ?, ?, ? "
                 "WHERE EXISTS (SELECT 1 FROM turns WHERE id = ?)",
                 (time.time(), turn_id, rating, self.redactor.redact(comment), turn_id), retry=False)
         if not added:
-            raise ValueError(f"no answer with id {turn_id} in the audit log")
+            raise SettingError(f"no answer with id {turn_id} in the audit log")
 
     def turns(self, since: float | None = None) -> Iterator[dict]:
         with self._lock:
@@ -325,7 +326,7 @@ class AuditLog:
                 for r in rows:
                     writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()})
             return out.getvalue()
-        raise ValueError(f"unknown export format '{fmt}': use jsonl or csv")
+        raise SettingError(f"unknown export format '{fmt}': use jsonl or csv")
 
     def close(self) -> None:
         with self._lock:
@@ -348,7 +349,7 @@ def parse_since(value: str | None) -> float | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise ValueError(f"--since takes an ISO date or time (2026-11-26T10:00) or an age like 24h: {value!r}") from exc
+        raise SettingError(f"--since takes an ISO date or time (2026-11-26T10:00) or an age like 24h: {value!r}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

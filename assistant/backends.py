@@ -15,6 +15,7 @@ from pathlib import Path
 from assistant import llamacpp
 from assistant.generate import Generator, TextGenerator
 from assistant.models import load_llm
+from index.errors import SettingError
 
 BACKENDS = ("auto", "transformers", "llama-cpp", "openai")
 
@@ -31,7 +32,7 @@ def choose_backend(backend: str, *, model: str = "bundled", adapter: str | None 
                    device: str | None = None, base_url: str | None = None) -> str:
     """The back end `auto` stands for with these settings (other names are returned as they are)."""
     if backend not in BACKENDS:
-        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend})")
+        raise SettingError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend})")
     if backend != "auto":
         return backend
     if base_url:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index.errors import SettingError
 from index.search import DEFAULT_MIN_SCORE, MODES
 
 ANSWER_MODES = ("evidence", "quote", "generative")
@@ -47,25 +48,25 @@ class AssistantConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
-            raise ValueError(f"--top-k must be between 1 and 10 (got {self.top_k})")
+            raise SettingError(f"--top-k must be between 1 and 10 (got {self.top_k})")
         if not -1.0 <= self.min_score <= 1.0:
-            raise ValueError(f"--min-score is a cosine similarity between -1 and 1 (got {self.min_score})")
+            raise SettingError(f"--min-score is a cosine similarity between -1 and 1 (got {self.min_score})")
         if self.search_mode not in MODES:
-            raise ValueError(f"--search-mode must be one of {', '.join(MODES)} (got {self.search_mode})")
+            raise SettingError(f"--search-mode must be one of {', '.join(MODES)} (got {self.search_mode})")
         if self.backend not in ("auto", "transformers", "llama-cpp", "openai"):
-            raise ValueError(f"--backend must be auto, transformers, llama-cpp or openai (got {self.backend})")
+            raise SettingError(f"--backend must be auto, transformers, llama-cpp or openai (got {self.backend})")
         if self.gguf_quant not in ("auto", "as-is", "q8_0", "q4_0"):
-            raise ValueError(f"--gguf-quant must be auto, as-is, q8_0 or q4_0 (got {self.gguf_quant})")
+            raise SettingError(f"--gguf-quant must be auto, as-is, q8_0 or q4_0 (got {self.gguf_quant})")
         if self.answer_mode not in ANSWER_MODES:
-            raise ValueError(f"--answer-mode must be one of {', '.join(ANSWER_MODES)} (got {self.answer_mode})")
+            raise SettingError(f"--answer-mode must be one of {', '.join(ANSWER_MODES)} (got {self.answer_mode})")
         if not -1.0 <= self.pool_min_score <= 1.0:
-            raise ValueError(f"--pool-min-score is a cosine similarity between -1 and 1 (got {self.pool_min_score})")
+            raise SettingError(f"--pool-min-score is a cosine similarity between -1 and 1 (got {self.pool_min_score})")
         if not 1 <= self.pool_k <= 100:
-            raise ValueError(f"--pool-k must be between 1 and 100 (got {self.pool_k})")
+            raise SettingError(f"--pool-k must be between 1 and 100 (got {self.pool_k})")
         if self.request_timeout <= 0 or self.retries < 0:
-            raise ValueError("--timeout must be positive and --retries zero or more")
+            raise SettingError("--timeout must be positive and --retries zero or more")
         if self.audit_url and not self.audit_url.startswith(("postgresql://", "postgres://")):
-            raise ValueError(f"--audit-url takes postgresql://user@host:port/database (got "
+            raise SettingError(f"--audit-url takes postgresql://user@host:port/database (got "
                              f"{self.audit_url.split('://')[0]}://...); leave it unset for SQLite under --data-dir")
         self.data_dir = Path(self.data_dir)
 

@@ -19,6 +19,8 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from index.errors import SettingError
+
 SIGNALS = ("dense", "sentence", "passage", "lexical", "kind")
 
 
@@ -151,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
 
     args.split = args.split or ["eval", "fit"]
     if "dev" in args.split:
-        raise ValueError("dev/ is the reporting set: fitting on it would flatter every number")
+        raise SettingError("dev/ is the reporting set: fitting on it would flatter every number")
     embedder = resolve_embedder("bundled")
     answerable, unanswerable = [], []
     for domain in args.domain or ["bank", "hospital"]:

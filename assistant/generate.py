@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from assistant.models import LoadedModel
+from index.errors import SettingError, UserError
 
 
-class GenerationError(ValueError):
+class GenerationError(UserError, ValueError):
     """A back end could not produce an answer (unreachable server, prompt too long, ...); the message says why."""
 
 
@@ -31,9 +32,9 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= 4096:
-            raise ValueError(f"--max-new-tokens must be between 1 and 4096 (got {self.max_new_tokens})")
+            raise SettingError(f"--max-new-tokens must be between 1 and 4096 (got {self.max_new_tokens})")
         if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"--temperature must be between 0 and 2 (got {self.temperature})")
+            raise SettingError(f"--temperature must be between 0 and 2 (got {self.temperature})")
         self.stop = tuple(s for s in self.stop if s)
 
 

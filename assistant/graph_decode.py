@@ -15,6 +15,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 
+from index.errors import SettingError
+
 
 class GraphDecoder:
     """Yields greedy token ids for a prompt, one at a time; one request at a time (the caller locks)."""
@@ -48,7 +50,7 @@ class GraphDecoder:
 
         n = int(input_ids.shape[1])
         if n + max_new_tokens > self.max_cache_len:
-            raise ValueError(f"{n} prompt tokens + {max_new_tokens} new ones exceed the {self.max_cache_len}-token cache")
+            raise SettingError(f"{n} prompt tokens + {max_new_tokens} new ones exceed the {self.max_cache_len}-token cache")
         with torch.inference_mode():
             self.cache.reset()
             logits = self.model(input_ids=input_ids, cache_position=torch.arange(n, device=self.device),

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.grounding import GroundingWeights
+from index.errors import SettingError, UserError
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 REFUSE_GRID = np.round(np.arange(0.0, 0.70, 0.025), 3)
@@ -38,7 +39,7 @@ KINDS = ("answerable", "unanswerable", "removed")
 ADAPTER_FILE = "grounding.json"  # in an adapter directory: used whenever that adapter is
 
 
-class FitError(ValueError):
+class FitError(UserError, ValueError):
     """The dump cannot be fitted; the message says why."""
 
 
@@ -147,17 +148,17 @@ def load_weights(path: str | Path) -> GroundingWeights:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"--grounding {path}: cannot read it ({exc.strerror})") from exc
+        raise SettingError(f"--grounding {path}: cannot read it ({exc.strerror})") from exc
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--grounding {path}: not JSON ({exc.msg}); pass the file fit-grounding wrote") from exc
+        raise SettingError(f"--grounding {path}: not JSON ({exc.msg}); pass the file fit-grounding wrote") from exc
     values = data.get("weights") if isinstance(data, dict) else None
     names = {f.name for f in fields(GroundingWeights)}
     if not isinstance(values, dict) or not set(values) <= names:
-        raise ValueError(f"--grounding {path}: no valid \"weights\" object; pass the file fit-grounding wrote")
+        raise SettingError(f"--grounding {path}: no valid \"weights\" object; pass the file fit-grounding wrote")
     weights = GroundingWeights(**values)
     if weights.intent + weights.retrieval + weights.coverage + weights.support <= 0 or \
             not 0 <= weights.refuse_below <= weights.caveat_below <= 1:
-        raise ValueError(f"--grounding {path}: the weights must not all be 0 and 0 <= refuse_below <= "
+        raise SettingError(f"--grounding {path}: the weights must not all be 0 and 0 <= refuse_below <= "
                          "caveat_below <= 1")
     return weights
 

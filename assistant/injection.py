@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from index.embed import Embedder, resolve_embedder
+from index.errors import SettingError
 from index.search import Hit
 
 log = logging.getLogger(__name__)
@@ -483,7 +484,7 @@ class InjectionDetector:
             raise FileNotFoundError(f"injection model {path} is missing or damaged ({exc}): "
                                     "refit it with `python -m assistant.injection_fit fit`") from exc
         if model.get("features") != list(FEATURES):
-            raise ValueError(f"injection model {path} was fitted on other features: "
+            raise SettingError(f"injection model {path} was fitted on other features: "
                              "refit it with `python -m assistant.injection_fit fit`")
         if embedder is None or embedder.name != model["embedder"]:
             embedder = resolve_embedder(model["embedder"])

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from index.errors import SettingError, UserError
+
 if TYPE_CHECKING:
     from index.embed import Embedder
 
@@ -50,11 +52,11 @@ LABEL_COLUMNS = ("label", "category", "intent")
 OOS_ALIASES = {"oos": OUT_OF_SCOPE, "out-of-scope": OUT_OF_SCOPE}  # CLINC150 calls it `oos`
 
 
-class IntentDataError(ValueError):
+class IntentDataError(UserError, ValueError):
     """Training or evaluation data that cannot be used; the message names the file, line and fix."""
 
 
-class ClassifierDirError(ValueError):
+class ClassifierDirError(UserError, ValueError):
     """A directory that does not hold a saved intent classifier."""
 
 
@@ -204,11 +206,11 @@ class LinearConfig:
 
     def __post_init__(self) -> None:
         if not self.c_grid or min(self.c_grid) <= 0:
-            raise ValueError("`c_grid` must list positive values of C")
+            raise SettingError("`c_grid` must list positive values of C")
         if not 0 < self.c_holdout < 0.5:
-            raise ValueError(f"`c_holdout` must be in (0, 0.5), got {self.c_holdout}")
+            raise SettingError(f"`c_holdout` must be in (0, 0.5), got {self.c_holdout}")
         if self.folds < 2:
-            raise ValueError(f"`folds` must be at least 2, got {self.folds}")
+            raise SettingError(f"`folds` must be at least 2, got {self.folds}")
 
 
 @dataclass
@@ -233,11 +235,11 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "lr", "head_lr", "scale"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}")
+                raise SettingError(f"`{name}` must be positive, got {getattr(self, name)}")
         if self.batch_size < 1 or self.max_length < 8:
-            raise ValueError("`batch_size` must be >= 1 and `max_length` >= 8")
+            raise SettingError("`batch_size` must be >= 1 and `max_length` >= 8")
         if not 0 < self.holdout < 0.5:
-            raise ValueError(f"`holdout` must be in (0, 0.5), got {self.holdout}")
+            raise SettingError(f"`holdout` must be in (0, 0.5), got {self.holdout}")
 
 
 @dataclass
@@ -254,7 +256,7 @@ def _split_options(options: dict, *configs: type) -> list:
     unknown = sorted(set(options) - set().union(*known.values()))
     if unknown:
         valid = ", ".join(sorted(set().union(*known.values())))
-        raise ValueError(f"unknown training option(s) {', '.join(unknown)}: choose from {valid}")
+        raise SettingError(f"unknown training option(s) {', '.join(unknown)}: choose from {valid}")
     out = []
     for cls in configs:
         values = {k: v for k, v in options.items() if k in known[cls]}
@@ -405,15 +407,15 @@ class IntentClassifier:
         `options` set fields of LinearConfig, FinetuneConfig and CalibrationConfig (e.g. `epochs=3`).
         """
         if mode not in MODES:
-            raise ValueError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+            raise IntentDataError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
         if len(texts) != len(labels):
-            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+            raise IntentDataError(f"{len(texts)} texts but {len(labels)} labels")
         labels = [_label(lab) for lab in labels]
         counts = Counter(labels)
         if len(counts) < 2:
-            raise ValueError("training data needs at least 2 labels (intents, or an intent and out_of_scope)")
+            raise IntentDataError("training data needs at least 2 labels (intents, or an intent and out_of_scope)")
         if few := sorted(lab for lab, n in counts.items() if n < 2):
-            raise ValueError(f"intent(s) {', '.join(few)} have a single example: give each at least 2")
+            raise IntentDataError(f"intent(s) {', '.join(few)} have a single example: give each at least 2")
         linear_cfg, finetune_cfg, calib_cfg = _split_options(options, LinearConfig, FinetuneConfig,
                                                              CalibrationConfig)
         started = time.time()
@@ -785,7 +787,7 @@ def _train_finetune(texts, labels, embedder: Embedder, seed, progress, linear: L
     y = np.array([label_set.index(lab) for lab in labels])
     fit, held = stratified_split(labels, config.holdout, seed)
     if len(held) == 0:
-        raise ValueError("too little data to hold out a calibration slice: give each intent at least 3 examples")
+        raise IntentDataError("too little data to hold out a calibration slice: give each intent at least 3 examples")
     frozen = _encode(embedder, texts, progress)
     centroids = np.zeros((len(label_set), frozen.shape[1]), dtype=np.float32)
     np.add.at(centroids, y[fit], frozen[fit])

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from assistant.intents import MODES, IntentClassifier, evaluate, limit_threads, load_utterances
+from index.errors import SettingError
 
 
 def add_intents_commands(subparsers) -> argparse.ArgumentParser:
@@ -69,7 +70,7 @@ def cmd_intents_train(args: argparse.Namespace) -> int:
         options["ensemble"] = False
     if options and args.mode != "finetune":
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in options)
-        raise ValueError(f"{flags} only apply to --mode finetune")
+        raise SettingError(f"{flags} only apply to --mode finetune")
     with limit_threads(args.threads):
         clf = IntentClassifier.train(texts, labels, mode=args.mode, embedder=args.embedder, seed=args.seed,
                                      progress=not args.json, **options)
@@ -95,7 +96,7 @@ def _read_lines(path: str) -> list[str]:
     else:
         file = Path(path)
         if not file.is_file():
-            raise ValueError(f"{path}: no such file: pass a text file with one message per line")
+            raise SettingError(f"{path}: no such file: pass a text file with one message per line")
         raw = file.read_text(encoding="utf-8-sig")
     return [line.strip() for line in raw.splitlines() if line.strip()]
 

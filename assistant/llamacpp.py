@@ -25,6 +25,7 @@ from pathlib import Path
 
 from assistant.generate import GenerationError, GenerationSettings, GenerationStats, stream_tokens
 from assistant.models import BUNDLED_LLM_NAME, ModelSpecError, bundled_gguf, cache_dir
+from index.errors import SettingError
 
 INSTALL_HINT = 'the llama-cpp back end needs llama-cpp-python: run `pip install -e ".[llamacpp]"`'
 # ChatML, for a GGUF that carries no chat template (SmolLM2's own template is ChatML too)
@@ -104,7 +105,7 @@ class _quiet_stderr:
 def model_file(spec: str, quant: str = "auto") -> Path:
     """The file llama.cpp loads: `auto` is the bundled model's Q8_0 copy, or another .gguf as it is."""
     if quant not in QUANTS:
-        raise ValueError(f"--gguf-quant must be one of {', '.join(QUANTS)} (got {quant})")
+        raise SettingError(f"--gguf-quant must be one of {', '.join(QUANTS)} (got {quant})")
     path = gguf_path(spec)
     if quant == "auto":
         quant = "q8_0" if spec == "bundled" else "as-is"

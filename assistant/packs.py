@@ -12,12 +12,14 @@ from pathlib import Path
 
 import yaml
 
+from index.errors import UserError
+
 PACKS_DIR = Path(__file__).parent / "packs"
 ACTIONS = {"answer", "flow", "handoff", "emergency", "smalltalk", "out_of_scope"}
 REQUIRED_REPLIES = ("no_answer", "out_of_scope", "handoff")
 
 
-class PackError(ValueError):
+class PackError(UserError, ValueError):
     """A domain pack that is missing or malformed; the message names the file and the fix."""
 
 

@@ -46,6 +46,7 @@ from assistant.safety import emergency_intent, only_injection
 from assistant.slots import extract_slots, is_affirmative
 from assistant.verify import SentenceCheck, Verifier, strip_labels
 from index.embed import Embedder, resolve_embedder
+from index.errors import SettingError
 from index.search import Hit, Searcher
 from index.store import BuildReport, IndexError_, IndexStore, build_index
 from index.uploads import Uploader, UploadReport, UploadSettings, add_uploads
@@ -170,7 +171,7 @@ def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path) -> I
     texts, labels = load_utterances(pack.intents_file)
     unknown = sorted(set(labels) - set(pack.intents) - {OUT_OF_SCOPE})
     if unknown:
-        raise ValueError(f"{pack.intents_file}: labels not defined in pack.yaml: {', '.join(unknown)}")
+        raise SettingError(f"{pack.intents_file}: labels not defined in pack.yaml: {', '.join(unknown)}")
     classifier = IntentClassifier.train(texts, labels, mode="linear", embedder=embedder, progress=False)
     tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}-{threading.get_ident()}")
     classifier.save(tmp)
@@ -282,7 +283,7 @@ class Assistant:
         config = replace(self.config, **overrides) if overrides else self.config
         message = message.strip()
         if not message:
-            raise ValueError("the message is empty: ask a question")
+            raise SettingError("the message is empty: ask a question")
         turn = TurnContext(message=message, session_id=session_id, user=user)
         try:
             for response in self._turn(message, history or [], config, turn):

@@ -35,12 +35,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from assistant.config import AssistantConfig
+from index.errors import SettingError, UserError
 
 CONFIG_ENV = "RA_SERVE_CONFIG"  # how the parent hands its settings to the worker processes it starts
 MIN_TOKEN_CHARS = 16
 
 
-class TokensError(ValueError):
+class TokensError(UserError, ValueError):
     """The tokens file cannot be used; the message names the file, the line and what to change."""
 
 
@@ -108,15 +109,15 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if not self.domains:
-            raise ValueError("--domain: name at least one pack to serve")
+            raise SettingError("--domain: name at least one pack to serve")
         if not 1 <= self.port <= 65535:
-            raise ValueError(f"--port must be between 1 and 65535 (got {self.port})")
+            raise SettingError(f"--port must be between 1 and 65535 (got {self.port})")
         if self.workers < 1 or self.threads < 1:
-            raise ValueError("--workers and --threads must be at least 1")
+            raise SettingError("--workers and --threads must be at least 1")
         if self.max_pending < self.threads:
-            raise ValueError(f"--max-pending ({self.max_pending}) must be at least --threads ({self.threads})")
+            raise SettingError(f"--max-pending ({self.max_pending}) must be at least --threads ({self.threads})")
         if self.max_request_bytes < 1024:
-            raise ValueError("--max-request-kb must be at least 1")
+            raise SettingError("--max-request-kb must be at least 1")
         if isinstance(self.assistant, dict):
             self.assistant = AssistantConfig(**self.assistant)
 
@@ -156,7 +157,7 @@ def check(config: ServeConfig) -> ApiTokens:
     for spec in config.domains:
         name = load_pack(spec).name
         if name in names:
-            raise ValueError(f"--domain {spec} and --domain {names[name]} are both packs named '{name}'")
+            raise SettingError(f"--domain {spec} and --domain {names[name]} are both packs named '{name}'")
         names[name] = spec
     a = config.assistant
     if choose_backend(a.backend, model=a.model, adapter=a.adapter, device=a.device, base_url=a.base_url) != "openai":
@@ -177,7 +178,7 @@ def serve(config: ServeConfig) -> int:
                     timeout_graceful_shutdown=GRACE_S, log_level="info")
         return 0
     if not hasattr(socket, "SO_REUSEPORT"):
-        raise ValueError("--workers above 1 needs SO_REUSEPORT (Linux): run one process per port behind "
+        raise SettingError("--workers above 1 needs SO_REUSEPORT (Linux): run one process per port behind "
                          "a load balancer instead")
     return supervise(config)
 
@@ -227,7 +228,7 @@ def supervise(config: ServeConfig) -> int:
     try:
         listening_socket(config.host, config.port).close()  # the port is free for us: fail here if not
     except OSError as exc:
-        raise ValueError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
+        raise SettingError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -35,9 +35,10 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_train(argv: list[str], check_only: bool = False) -> int:
-    from finetune.config import ConfigError, load_config, parse_overrides
-    from finetune.data import DataError, check_bad_rows
-    from finetune.train import FinetuneError, report_data, train
+    from finetune.config import load_config, parse_overrides
+    from finetune.data import check_bad_rows
+    from finetune.train import report_data, train
+    from index.errors import UserError
 
     if any(a in ("-h", "--help") for a in argv):
         print(f"usage: python -m finetune [{'|'.join(COMMANDS)}] [--config FILE] [--FIELD VALUE ...]\n\n{__doc__}")
@@ -53,7 +54,7 @@ def cmd_train(argv: list[str], check_only: bool = False) -> int:
         metrics = train(config)
         if "adapter_dir" not in metrics:  # a data-parallel worker: the main process reports
             return 0
-    except (ConfigError, DataError, FinetuneError) as exc:
+    except UserError as exc:  # anything else is a bug: it ends with its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     keys = ("eval_loss_before", "eval_loss_after", "eval_loss_change", "tokens_per_s", "peak_gpu_memory_gib",
@@ -65,6 +66,7 @@ def cmd_train(argv: list[str], check_only: bool = False) -> int:
 
 def cmd_make_data(argv: list[str]) -> int:
     from finetune.pack_data import make_data
+    from index.errors import UserError
 
     p = argparse.ArgumentParser(prog="python -m finetune make-data",
                                 description="turn domain packs into training dialogues (chat JSONL)")
@@ -77,7 +79,7 @@ def cmd_make_data(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         counts = make_data(args.domain, args.out, args.seed, fmt=args.format)
-    except (OSError, ValueError) as exc:
+    except (OSError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.format == "evidence":
@@ -90,7 +92,8 @@ def cmd_make_data(argv: list[str]) -> int:
 
 
 def cmd_merge(argv: list[str], gguf: bool = False) -> int:
-    from finetune.export import ExportError, export_gguf, merge_adapter
+    from finetune.export import export_gguf, merge_adapter
+    from index.errors import UserError
 
     name = "export-gguf" if gguf else "merge"
     p = argparse.ArgumentParser(prog=f"python -m finetune {name}")
@@ -105,7 +108,7 @@ def cmd_merge(argv: list[str], gguf: bool = False) -> int:
             path = export_gguf(args.adapter, args.out, model=args.model, outtype=args.outtype)
         else:
             path = merge_adapter(args.adapter, args.out, model=args.model)
-    except ExportError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from index.errors import UserError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be used; the message names the field and what is allowed."""
 
 

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from index.errors import UserError
+
 ROLES = {"system", "user", "assistant"}
 IGNORE = -100
 QUESTION_COLUMNS = ("question", "q", "prompt", "instruction", "query")
 ANSWER_COLUMNS = ("answer", "a", "response", "output", "reply")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Training data that cannot be used; the message says which file, which lines and why."""
 
 

@@ -10,8 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from index.errors import UserError
 
-class ExportError(RuntimeError):
+
+class ExportError(UserError, RuntimeError):
     """The export cannot run; the message says what is missing."""
 
 

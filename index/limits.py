@@ -20,6 +20,8 @@ import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from index.errors import SettingError, UserError
+
 MB = 2**20
 _CHUNK = 64 * 1024
 # Below this many inflated bytes a member cannot hurt whatever its ratio (XML styles compress ~50x).
@@ -48,7 +50,7 @@ class IngestLimits:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"IngestLimits.{f.name} must be a positive number (got {value!r})")
+                raise SettingError(f"IngestLimits.{f.name} must be a positive number (got {value!r})")
 
     @classmethod
     def parse(cls, overrides: list[str] | None, base: IngestLimits | None = None) -> IngestLimits:
@@ -59,7 +61,7 @@ class IngestLimits:
             name, sep, raw = item.partition("=")
             name = name.strip().replace("-", "_")
             if not sep or name not in names:
-                raise ValueError(f"--limit takes NAME=VALUE with NAME one of {', '.join(names)} (got {item!r})")
+                raise SettingError(f"--limit takes NAME=VALUE with NAME one of {', '.join(names)} (got {item!r})")
             values[name] = _number(raw.strip(), name, names[name])
         return cls(**values)
 
@@ -77,7 +79,7 @@ def _number(raw: str, name: str, kind: str) -> int | float:
     try:
         value = float(raw) * scale
     except ValueError:
-        raise ValueError(f"--limit {name}: {raw!r} is not a number") from None
+        raise SettingError(f"--limit {name}: {raw!r} is not a number") from None
     return value if "float" in str(kind) else int(value)
 
 
@@ -89,7 +91,7 @@ def _show(name: str, value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
 
 
-class LimitExceeded(ValueError):
+class LimitExceeded(UserError, ValueError):
     """A file crossed one of its IngestLimits; `limit` names the field, the message gives the value."""
 
     def __init__(self, limits: IngestLimits, limit: str, what: str, value: float, *, at_least: bool = False):

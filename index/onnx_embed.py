@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from index.errors import SettingError
+
 EXPORT_VERSION = 1
 
 
@@ -155,7 +157,7 @@ class OnnxEncoder:
 
         self.pooling = pooling_mode(model_dir)
         if self.pooling is None:
-            raise ValueError(f"{model_dir} is not a plain Transformer + Pooling encoder")
+            raise SettingError(f"{model_dir} is not a plain Transformer + Pooling encoder")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_length, self.batch_size = max_length, batch_size
         self.threads = threads or min(os.cpu_count() or 1, 8)

@@ -125,15 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency < 1 or args.max_queue < 1:
         print("error: --concurrency and --max-queue must be at least 1", file=sys.stderr)
         return 2
+    from index.errors import UserError
     from index.quiet import quiet_libraries
-    from ui.auth import UsersError, load_users
+    from ui.auth import load_users
     from ui.guard import GuardSettings, guarded_launch, login_audit
 
     quiet_libraries()
     try:
         users = load_users(args.users)
         security = GuardSettings.parse(os.environ.get("RA_UI_SECURITY", "").split(",") + args.security)
-    except (UsersError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in users.warnings():
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_warm_up:  # load the index, classifier and LLM now: the first question is then fast
             _ = pool.get(base.domain).generator
         demo = build_demo(pool, ui)
-    except (ValueError, OSError) as exc:
+    except (UserError, OSError) as exc:  # anything else is a bug: it ends with its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     guarded = guarded_launch(security, users, login_audit(base.audit_target) if users else None)

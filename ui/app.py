@@ -30,6 +30,7 @@ import gradio as gr
 from assistant.config import AssistantConfig
 from assistant.packs import available_packs, load_pack
 from assistant.pipeline import Assistant, Response
+from index.errors import UserError
 from index.uploads import (
     Uploader,
     UploadReport,
@@ -316,8 +317,12 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
         uploader = Uploader(user=getattr(request, "username", None), session=(state or {}).get("session_id"))
         try:
             report = upload_documents(pool.get(domain, adapter_value(adapter)), paths, uploader, ui.uploads)
-        except Exception as exc:  # the index keeps its previous version: nothing is lost
+        except UserError as exc:  # the index keeps its previous version: nothing is lost
             return f"**Upload failed**, the index is unchanged: {exc}", None
+        except Exception:  # a bug: logged in full; the index keeps its previous version
+            log.exception("upload failed (%s)", ", ".join(Path(p).name for p in paths))
+            return ("**Upload failed** because of an error on our side; the index is unchanged. "
+                    "It has been logged for the administrators."), None
         return upload_summary(report), None
 
     def admin_name(request: gr.Request | None) -> str | None:
@@ -338,8 +343,11 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
             return "Choose one or more uploads first.", gr.update(choices=pending_choices(bot), value=[])
         try:
             note = review_uploads(bot, list(ids), admin, approve, ui.uploads)
-        except Exception as exc:  # the index keeps its previous version
+        except UserError as exc:  # the index keeps its previous version
             note = f"**Not done**, the index is unchanged: {exc}"
+        except Exception:  # a bug: logged in full; the index keeps its previous version
+            log.exception("review of uploads %s failed", ", ".join(ids))
+            note = "**Not done** because of an error on our side; the index is unchanged. It has been logged."
         return note, gr.update(choices=pending_choices(bot), value=[])
 
     def approve_selected(ids: list[str] | None, domain: str, request: gr.Request) -> tuple:

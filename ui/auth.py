@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from index.errors import UserError
 
-class UsersError(ValueError):
+
+class UsersError(UserError, ValueError):
     """The users file or variable cannot be used; the message says which line and why."""
 
 

@@ -51,6 +51,7 @@ from fastapi import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
+from index.errors import SettingError
 from ui.auth import Users
 
 # ------------------------------------------------------------------------------------------ settings
@@ -78,15 +79,15 @@ class GuardSettings:
             if f.name == "frame_ancestors":
                 for source in value.split():
                     if not re.fullmatch(r"'self'|https?://[A-Za-z0-9*][A-Za-z0-9.*-]*(:\d+)?|https:", source):
-                        raise ValueError(f"--security frame_ancestors: {source!r} is not a source such as "
+                        raise SettingError(f"--security frame_ancestors: {source!r} is not a source such as "
                                          "https://huggingface.co or 'self'")
             elif f.name == "proxy_hops":
                 if not isinstance(value, int) or not 0 <= value <= 5:
-                    raise ValueError(f"--security proxy_hops must be 0 to 5 (got {value!r})")
+                    raise SettingError(f"--security proxy_hops must be 0 to 5 (got {value!r})")
             elif not value > 0:
-                raise ValueError(f"--security {f.name} must be a positive number (got {value!r})")
+                raise SettingError(f"--security {f.name} must be a positive number (got {value!r})")
         if self.backoff_after > self.lockout_after or self.address_backoff_after > self.address_lockout_after:
-            raise ValueError("--security backoff_after (address_backoff_after) must not be above lockout_after "
+            raise SettingError("--security backoff_after (address_backoff_after) must not be above lockout_after "
                              "(address_lockout_after)")
 
     @classmethod
@@ -98,7 +99,7 @@ class GuardSettings:
             name, sep, raw = item.partition("=")
             name = name.strip().replace("-", "_")
             if not sep or name not in kinds:
-                raise ValueError(f"--security takes NAME=VALUE with NAME one of {', '.join(kinds)} (got {item!r})")
+                raise SettingError(f"--security takes NAME=VALUE with NAME one of {', '.join(kinds)} (got {item!r})")
             raw = raw.strip()
             if kinds[name] == "str":
                 values[name] = raw
@@ -106,7 +107,7 @@ class GuardSettings:
             try:
                 values[name] = int(raw) if kinds[name] == "int" else float(raw)
             except ValueError:
-                raise ValueError(f"--security {name}: {raw!r} is not a number") from None
+                raise SettingError(f"--security {name}: {raw!r} is not a number") from None
         return cls(**values)
 
     @property
