@@ -98,23 +98,23 @@ bench-index: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m index.bench $(BENCH_ARGS)
 
 bench-intents: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.intents_bench $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.tools.intents_bench $(BENCH_ARGS)
 
 bench-redact: install
-	$(BIN)/python -m assistant.redact_eval
+	$(BIN)/python -m assistant.tools.redact_eval
 
 bench-ui: prepare
 	HF_HUB_OFFLINE=1 $(BIN)/python -m ui.bench $(BENCH_ARGS)
 
 # Decode speed and time to first token of each generation back end on a 1,000-token RAG prompt.
 bench-generate: prepare
-	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.bench_generate $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.tools.bench_generate $(BENCH_ARGS)
 
 # The HTTP API under load: 2 worker processes on one FAISS index and one SQLite audit log, 32 chats at once;
 # throughput, p50/p95, errors, and every turn audited once. BENCH_ARGS="--answer-mode quote --chats 64";
 # BENCH_ARGS="--audit postgres" runs the same on a throwaway PostgreSQL server (or --audit-url URL).
 bench-serve: prepare
-	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.bench_serve $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m assistant.tools.bench_serve $(BENCH_ARGS)
 
 # LoRA fine-tuning: QLoRA 4-bit on a CUDA GPU, float32 LoRA on CPU (see finetune/configs/).
 # FINETUNE_ARGS overrides fields, e.g. FINETUNE_ARGS="--max-steps 30 --output-dir runs/x".
@@ -134,5 +134,5 @@ gpu-check: $(if $(filter $(BIN)/python,$(GPU_PYTHON)),prepare)
 	@mkdir -p $(GPU_OUT); status=0; \
 	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m pytest -m gpu -q -p no:cacheprovider || status=1; \
 	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m finetune.bench --quality --json $(GPU_OUT)/finetune.json || status=1; \
-	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m assistant.bench_generate --json $(GPU_OUT)/generate.json || status=1; \
+	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m assistant.tools.bench_generate --json $(GPU_OUT)/generate.json || status=1; \
 	exit $$status

@@ -18,13 +18,12 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from assistant.audit import POSTGRES_SCHEMES
-from assistant.backends import BACKENDS
-from assistant.config import ANSWER_MODES, AssistantConfig
-from assistant.evidence_fit import add_fit_evidence_command
-from assistant.grounding_fit import add_fit_command
-from assistant.intents_cli import add_intents_commands
+from assistant.compliance.audit import POSTGRES_SCHEMES
+from assistant.config import ANSWER_MODES, BACKENDS, GGUF_QUANTS, SEARCH_MODES, AssistantConfig
 from assistant.packs import available_packs
+from assistant.tools.evidence_fit import add_fit_evidence_command
+from assistant.tools.grounding_fit import add_fit_command
+from assistant.understanding.intents_cli import add_intents_commands
 from index.errors import SettingError, UserError
 from index.quiet import quiet_libraries
 from index.store import IndexError_
@@ -52,7 +51,7 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
     p.add_argument("--top-k", type=int, default=defaults["top_k"].default, help="passages given to the model")
     p.add_argument("--min-score", type=float, default=defaults["min_score"].default,
                    help="passages below this similarity count as irrelevant")
-    p.add_argument("--search-mode", default=defaults["search_mode"].default, choices=("hybrid", "dense", "bm25"),
+    p.add_argument("--search-mode", default=defaults["search_mode"].default, choices=SEARCH_MODES,
                    help="how passages are found (hybrid = BM25 + dense, tuned)")
     p.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"].default)
     p.add_argument("--temperature", type=float, default=defaults["temperature"].default, help="0 = greedy")
@@ -80,7 +79,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", dest="request_timeout", type=float, default=60.0,
                    help="openai back end: seconds to wait for the server")
     p.add_argument("--retries", type=int, default=2, help="openai back end: tries after the first")
-    p.add_argument("--gguf-quant", default="auto", choices=("auto", "as-is", "q8_0", "q4_0"),
+    p.add_argument("--gguf-quant", default="auto", choices=GGUF_QUANTS,
                    help="llama-cpp back end: the type llama.cpp runs (auto: the bundled Q4_1 model as Q8_0, "
                         "other files as they are)")
 
@@ -157,14 +156,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Convert the default model and build each pack's index, so the first chat starts quickly."""
-    from assistant.models import load_llm
+    from assistant.llm.models import load_llm
     from assistant.pipeline import Assistant
 
     started = time.time()
     llm = load_llm(args.model)
     print(f"model {args.model}: {'converted' if llm.converted_now else 'cached'} at {llm.path} "
           f"({llm.load_seconds:.1f} s)")
-    from assistant import llamacpp
+    from assistant.llm import llamacpp
 
     if llamacpp.available() and (args.model == "bundled" or args.model.lower().endswith(".gguf")):
         print(f"llama.cpp model: {llamacpp.model_file(args.model)}")
@@ -178,8 +177,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from assistant.evaluate import evaluate, evaluate_dev
     from assistant.pipeline import Assistant
+    from assistant.tools.evaluate import evaluate, evaluate_dev
 
     reports, generator, embedder, dumped = [], None, None, []
     for domain in [args.domain] if args.domain else available_packs():
@@ -209,8 +208,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """The LLM alone, without retrieval: for checking a back end and measuring its speed."""
-    from assistant.backends import make_generator
-    from assistant.generate import GenerationSettings, GenerationStats
+    from assistant.llm.backends import make_generator
+    from assistant.llm.generate import GenerationSettings, GenerationStats
 
     config = config_from(args)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -241,7 +240,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _audit_log(args: argparse.Namespace):
     """--db (a file or a URL) or --audit-url; else where the assistant writes: $RA_AUDIT_URL or the data dir."""
-    from assistant.audit import AuditLog
+    from assistant.compliance.audit import AuditLog
 
     if args.db and args.audit_url:
         raise SettingError("--db and --audit-url both name the audit log: give one")
@@ -257,7 +256,7 @@ def _audit_log(args: argparse.Namespace):
 
 
 def cmd_audit_purge(args: argparse.Namespace) -> int:
-    from assistant.audit import parse_since
+    from assistant.compliance.audit import parse_since
 
     before = parse_since(args.before)
     counts = _audit_log(args).purge(before, by=args.by)
@@ -272,7 +271,7 @@ def cmd_audit_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from assistant.audit import parse_since
+    from assistant.compliance.audit import parse_since
 
     log = _audit_log(args)
     since = parse_since(args.since)
@@ -285,7 +284,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from assistant.serve import ServeConfig, serve
+    from assistant.serving.serve import ServeConfig, serve
 
     domains = args.domain or available_packs()
     config = config_from(argparse.Namespace(**{**vars(args), "domain": domains[0]}))
@@ -295,7 +294,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_serve_command(sub) -> None:
-    serve = sub.add_parser("serve", help="the assistant as an OpenAI-compatible HTTP API (see assistant/api.py)")
+    serve = sub.add_parser("serve", help="the assistant as an OpenAI-compatible HTTP API (see assistant/serving/api.py)")
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 listens on every interface")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--tokens-file", default=os.environ.get("RA_API_TOKENS_FILE"),

@@ -9,7 +9,11 @@ from pathlib import Path
 from index.errors import SettingError
 from index.search import DEFAULT_MIN_SCORE, MODES
 
+# every choice list, defined once: the CLIs, the UI, the API and the back ends import these
 ANSWER_MODES = ("evidence", "quote", "generative")
+BACKENDS = ("auto", "transformers", "llama-cpp", "openai")
+GGUF_QUANTS = ("auto", "as-is", "q8_0", "q4_0")
+SEARCH_MODES = MODES
 
 
 def data_dir() -> Path:
@@ -34,7 +38,7 @@ class AssistantConfig:
     max_message_chars: int = 2000  # longer messages are answered with the limit, enforced here, not only in the UI
     temperature: float = 0.0
     data_dir: Path = field(default_factory=data_dir)
-    backend: str = "auto"  # auto, transformers, llama-cpp or openai (see assistant/backends.py)
+    backend: str = "auto"  # auto, transformers, llama-cpp or openai (see assistant/llm/backends.py)
     base_url: str | None = field(default_factory=lambda: os.environ.get("RA_OPENAI_BASE_URL") or None)
     request_timeout: float = 60.0  # seconds, openai back end
     retries: int = 2  # openai back end: tries after the first, before the first token
@@ -53,10 +57,10 @@ class AssistantConfig:
             raise SettingError(f"--min-score is a cosine similarity between -1 and 1 (got {self.min_score})")
         if self.search_mode not in MODES:
             raise SettingError(f"--search-mode must be one of {', '.join(MODES)} (got {self.search_mode})")
-        if self.backend not in ("auto", "transformers", "llama-cpp", "openai"):
-            raise SettingError(f"--backend must be auto, transformers, llama-cpp or openai (got {self.backend})")
-        if self.gguf_quant not in ("auto", "as-is", "q8_0", "q4_0"):
-            raise SettingError(f"--gguf-quant must be auto, as-is, q8_0 or q4_0 (got {self.gguf_quant})")
+        if self.backend not in BACKENDS:
+            raise SettingError(f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})")
+        if self.gguf_quant not in GGUF_QUANTS:
+            raise SettingError(f"--gguf-quant must be one of {', '.join(GGUF_QUANTS)} (got {self.gguf_quant})")
         if self.answer_mode not in ANSWER_MODES:
             raise SettingError(f"--answer-mode must be one of {', '.join(ANSWER_MODES)} (got {self.answer_mode})")
         if not -1.0 <= self.pool_min_score <= 1.0:

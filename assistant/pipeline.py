@@ -25,26 +25,31 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from assistant.audit import AuditLog, TurnRecord
-from assistant.backends import choose_backend, make_generator
-from assistant.cite import attribute
-from assistant.compose import compose, quote
-from assistant.condense import condense, is_followup
+from assistant.answering.cite import attribute
+from assistant.answering.compose import compose, quote
+from assistant.answering.evidence import EvidenceSelector, Selection
+from assistant.answering.grounding import Grounding, GroundingChecker
+from assistant.answering.prompt import build_evidence_messages, build_messages
+from assistant.answering.verify import SentenceCheck, Verifier, strip_labels
+from assistant.compliance.audit import AuditLog, TurnRecord
+from assistant.compliance.injection import InjectionDetector
+from assistant.compliance.redact import Redactor, public_numbers
+from assistant.compliance.safety import emergency_intent, only_injection
 from assistant.config import AssistantConfig
-from assistant.evidence import EvidenceSelector, Selection
-from assistant.generate import GenerationSettings, GenerationStats, TextGenerator
-from assistant.grounding import Grounding, GroundingChecker
-from assistant.grounding_fit import grounding_weights
-from assistant.injection import InjectionDetector
-from assistant.intents import OUT_OF_SCOPE, IntentClassifier, Prediction, load_utterances
-from assistant.models import BUNDLED_LLM_NAME, resolve_llm_dir
+from assistant.llm.backends import choose_backend, make_generator
+from assistant.llm.generate import GenerationSettings, GenerationStats, TextGenerator
+from assistant.llm.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
-from assistant.prompt import build_evidence_messages, build_messages
-from assistant.redact import Redactor, public_numbers
-from assistant.routing import asks_about
-from assistant.safety import emergency_intent, only_injection
-from assistant.slots import extract_slots, is_affirmative
-from assistant.verify import SentenceCheck, Verifier, strip_labels
+from assistant.tools.grounding_fit import grounding_weights
+from assistant.understanding.condense import condense, is_followup
+from assistant.understanding.intents import (
+    OUT_OF_SCOPE,
+    IntentClassifier,
+    Prediction,
+    load_utterances,
+)
+from assistant.understanding.routing import asks_about
+from assistant.understanding.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
 from index.errors import SettingError
 from index.search import Hit, Searcher
@@ -245,7 +250,7 @@ class Assistant:
                               gguf_quant=c.gguf_quant)
 
     def retrieval_query(self, message: str, history: list[tuple[str, str]]) -> str:
-        """A follow-up ("and for auto loans?") rewritten into a standalone query (assistant/condense.py)."""
+        """A follow-up ("and for auto loans?") rewritten into a standalone query (assistant/understanding/condense.py)."""
         return condense(message, history)
 
     def classify(self, message: str, history: list[tuple[str, str]]) -> Prediction:
@@ -333,7 +338,7 @@ class Assistant:
 
     def route(self, message: str, history: list[tuple[str, str]] | None = None,
               config: AssistantConfig | None = None, session_id: str | None = None) -> Route:
-        """What to do with a message: the classifier's intent, then the routing rules (assistant/routing.py):
+        """What to do with a message: the classifier's intent, then the routing rules (assistant/understanding/routing.py):
         a question about a flow's or a handoff's topic is answered (the flow offered beside it), and a
         message called off-topic or small talk is answered when the documents clearly answer it."""
         config = config or self.config
@@ -374,7 +379,7 @@ class Assistant:
     def _find_evidence(self, message: str, history: list[tuple[str, str]], config: AssistantConfig,
                        session_id: str | None = None) -> tuple[str, Selection, list[Hit]]:
         """(query searched, what the selector found, passage pool). After earlier turns the message is searched both as it
-        is and condensed with the earlier topic (assistant/condense.py); the stronger evidence decides, so
+        is and condensed with the earlier topic (assistant/understanding/condense.py); the stronger evidence decides, so
         "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up."""
         queries = [message]
         if history:
@@ -392,6 +397,17 @@ class Assistant:
             if best is None or score > best[0]:
                 best = (score, query, found, pool)
         return best[1], best[2], best[3]
+
+    def confidence_level(self, confidence: float | None) -> str:
+        """"high", "medium" or "low" by the active weights' own thresholds (the evidence selector's answer and
+        refusal probabilities; in generative mode the grounding check's caveat and refusal levels)."""
+        if confidence is None:
+            return "neutral"
+        if self.config.answer_mode == "generative":
+            high, low = self.checker.weights.caveat_below, self.checker.weights.refuse_below
+        else:
+            high, low = self.selector.weights.flag_prob, self.selector.weights.answerable_prob
+        return "high" if confidence >= high else "medium" if confidence >= low else "low"
 
     def not_exact_reply(self) -> str:
         """What precedes evidence that may not answer exactly what was asked (the pack's `not_exact` reply)."""

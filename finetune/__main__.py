@@ -21,31 +21,19 @@ import sys
 COMMANDS = ("train", "check-data", "make-data", "merge", "export-gguf")
 
 
-def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
-    config, rest, i = None, [], 0
-    while i < len(argv):
-        if argv[i] == "--config" and i + 1 < len(argv):
-            config, i = argv[i + 1], i + 2
-        elif argv[i].startswith("--config="):
-            config, i = argv[i].split("=", 1)[1], i + 1
-        else:
-            rest.append(argv[i])
-            i += 1
-    return config, rest
-
 
 def cmd_train(argv: list[str], check_only: bool = False) -> int:
-    from finetune.config import load_config, parse_overrides
+    from finetune.config import argument_parser, load_config
     from finetune.data import check_bad_rows
     from finetune.train import report_data, train
     from index.errors import UserError
 
-    if any(a in ("-h", "--help") for a in argv):
-        print(f"usage: python -m finetune [{'|'.join(COMMANDS)}] [--config FILE] [--FIELD VALUE ...]\n\n{__doc__}")
-        return 0
-    config_path, rest = _split_config(argv)
+    parser = argument_parser(f"python -m finetune {'check-data' if check_only else '[train]'}",
+                             description=__doc__)
     try:
-        config = load_config(config_path or "default.yaml", parse_overrides(rest))
+        overrides = vars(parser.parse_args(argv))  # --help prints every field and exits here
+        config_path = overrides.pop("config")
+        config = load_config(config_path or "default.yaml", overrides)
         if check_only:
             report = report_data(config)
             print(report.summary(limit=50))

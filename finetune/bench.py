@@ -38,7 +38,7 @@ def plain_model(config, four_bit: bool, device: str):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from assistant.models import resolve_llm_dir
+    from assistant.llm.models import resolve_llm_dir
 
     path, _ = resolve_llm_dir(config.model)
     tokenizer = AutoTokenizer.from_pretrained(path)

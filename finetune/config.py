@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -180,29 +183,56 @@ def load_config(path: str | Path | None = None, overrides: dict[str, object] | N
     return TrainConfig(**{k: _coerce(k, v, FIELDS[k].type) for k, v in values.items()})
 
 
+def _field_help() -> dict[str, str]:
+    """Each field's comment in TrainConfig's source: the help text of its command-line option."""
+    help_text: dict[str, str] = {}
+    last = None
+    for line in inspect.getsource(TrainConfig).splitlines():
+        match = re.match(r"\s{4}(\w+): [^=]+=.*?(?:#\s*(.*))?$", line)
+        if match and match.group(1) in FIELDS:
+            last = match.group(1)
+            help_text[last] = match.group(2) or ""
+        elif last and re.match(r"\s{4}#\s{2,}", line):  # a comment continued on the next line
+            help_text[last] += " " + line.strip().lstrip("#").strip()
+        elif not line.strip().startswith("#"):
+            last = None
+    return help_text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # a ConfigError (one line, exit 2 in the CLI) instead of argparse's exit
+        message = message.replace("unrecognized arguments:", "unknown option")
+        raise ConfigError(f"{message}; fields: {', '.join('--' + f.replace('_', '-') for f in FIELDS)}")
+
+
+def argument_parser(prog: str = "python -m finetune", description: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one option per TrainConfig field (`--max-steps 30`, `--packing`,
+    `--no-packing`, lists comma-separated), each listed by `--help` with its default and its comment.
+    Values stay strings: load_config converts them with the YAML values, so the CLI overrides the file."""
+    p = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                add_help=False, allow_abbrev=False)
+    p.add_argument("-h", "--help", action="help", help="show this message, every field with its default")
+    p.add_argument("--config", default=None, help="a YAML file of field: value (default: default.yaml; "
+                                                  "finetune/configs/ has more)")
+    hints = typing.get_type_hints(TrainConfig)
+    comments = _field_help()
+    fields = p.add_argument_group("fields (override the config file's values)")
+    for name, f in FIELDS.items():
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        flag = "--" + name.replace("_", "-")
+        text = f"{comments.get(name, '')} (default: {default})".strip()
+        if bool in (typing.get_args(hints[name]) or (hints[name],)):
+            fields.add_argument(flag, dest=name, nargs="?", const="true", default=argparse.SUPPRESS,
+                                metavar="true|false", help=text)
+            fields.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_const", const="false",
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        else:
+            fields.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=text)
+    return p
+
+
 def parse_overrides(args: list[str]) -> dict[str, str]:
     """`--max-steps 30 --output-dir x --packing` -> {"max_steps": "30", "output_dir": "x", "packing": "true"}."""
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --field value")
-        key, eq, value = arg[2:].partition("=")
-        name = key.replace("-", "_")
-        if name.startswith("no_") and name[3:] in FIELDS and not eq:
-            out[name[3:]] = "false"
-            i += 1
-            continue
-        if name not in FIELDS:
-            raise ConfigError(f"unknown option --{key}; fields: {', '.join('--' + f.replace('_', '-') for f in FIELDS)}")
-        if eq:
-            out[name] = value
-            i += 1
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            out[name] = args[i + 1]
-            i += 2
-        else:  # a bare flag: a boolean switched on
-            out[name] = "true"
-            i += 1
-    return out
+    parsed = vars(argument_parser().parse_args(args))
+    parsed.pop("config", None)
+    return parsed

@@ -35,7 +35,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, model: str | None = None
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import ModelSpecError, resolve_llm_dir
+    from assistant.llm.models import ModelSpecError, resolve_llm_dir
 
     adapter, out = Path(adapter), Path(out)
     if not (adapter / "adapter_config.json").exists():

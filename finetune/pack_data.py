@@ -4,7 +4,7 @@
     python -m finetune make-data --format evidence --out finetune/data/evidence_dialogues.jsonl
 
 `--format prompt` (the default) writes three kinds of dialogue, each with numbered passages in the system
-turn exactly as the generative answer mode builds them (assistant/prompt.py `build_messages`):
+turn exactly as the generative answer mode builds them (assistant/answering/prompt.py `build_messages`):
 - FAQ rows: the passage holding the answer among distractor passages (at a random position), and the
   FAQ's answer citing it, e.g. "... 021555013 [2].";
 - document sections: a question made from the section's heading, answered from its first sentences;
@@ -18,7 +18,7 @@ hold the answer, cited, with every figure copied (the sentences as the documents
 introduction ending in a colon joined with the list item that completes it). A dialogue is kept only when
 the selector does not flag its evidence (the assistant asks the LLM nothing then), its target answers the
 question (its sentences come from the FAQ row or the section the question was made from) and the real
-verifier (assistant/verify.py) accepts every target sentence against that evidence. Questions are the
+verifier (assistant/answering/verify.py) accepts every target sentence against that evidence. Questions are the
 FAQ rows' own questions (as written, and lower-cased without the question mark, as customers type) and
 the sections' headings turned into questions.
 
@@ -36,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.cite import _MARKER
+from assistant.answering.cite import _MARKER
+from assistant.answering.evidence import Evidence, EvidenceSelector, units
+from assistant.answering.prompt import build_evidence_messages, build_messages
+from assistant.answering.verify import Verifier
 from assistant.config import AssistantConfig
-from assistant.evidence import Evidence, EvidenceSelector, units
 from assistant.packs import DomainPack, load_pack
-from assistant.prompt import build_evidence_messages, build_messages
-from assistant.verify import Verifier
 from index.embed import Embedder, resolve_embedder
 from index.errors import SettingError
 from index.ingest import IngestError, iter_files, load_document

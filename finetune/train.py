@@ -169,7 +169,7 @@ def load_model(config: TrainConfig, device: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import ModelSpecError, resolve_llm_dir
+    from assistant.llm.models import ModelSpecError, resolve_llm_dir
 
     try:
         path, _ = resolve_llm_dir(config.model)

@@ -202,7 +202,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def _audit_log(args: argparse.Namespace):
     """The audit log approvals go to: --audit (a file or a postgresql:// URL), else $RA_AUDIT_URL, else the one
     of the data folder holding the index."""
-    from assistant.audit import AuditLog, AuditStoreError
+    from assistant.compliance.audit import AuditLog, AuditStoreError
 
     target = args.audit or os.environ.get("RA_AUDIT_URL")
     index = Path(args.index).resolve()

@@ -10,7 +10,7 @@ chunks.sqlite holds the chunks, the files, and an `uploads` table: who uploaded 
 whether it is still private to the uploader's session (index/uploads.py). Versions written before that
 table existed read as having no uploads.
 
-Every chunk is screened for prompt injection as it is written (assistant/injection.py: sentences that
+Every chunk is screened for prompt injection as it is written (assistant/compliance/injection.py: sentences that
 address the assistant instead of the reader); a `quarantine` table holds the flagged units of each chunk by
 content hash, the manifest names the model that screened (`screened_by`), and the build report lists what
 was flagged. Unchanged chunks keep their marks while the model is the same. Versions written before
@@ -508,7 +508,7 @@ def _screen(kept: list[tuple[Chunk, np.ndarray, str]], previous: IndexStore | No
     """Prompt-injection marks for the chunks of a new version: (the model's id, flagged units by content hash,
     the (source, unit, score) flagged in chunks the previous version had not screened with that model)."""
     # the assistant's safety model, imported here: documents meet it once, as they are indexed
-    from assistant.injection import InjectionDetector
+    from assistant.compliance.injection import InjectionDetector
 
     detector = InjectionDetector.load(embedder)
     same_model = previous is not None and previous.manifest.screened_by == detector.id

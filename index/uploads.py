@@ -12,7 +12,7 @@
 Every file is parsed first, in a child process under a memory cap and a timeout (index/sandbox.py),
 within IngestLimits; a refused file is reported with the limit it crossed and never reaches the index.
 Sentences that address the assistant (prompt injection) are marked as the file is indexed and listed in
-`UploadReport.quarantined`; they are never quoted as evidence (index/store.py, assistant/injection.py).
+`UploadReport.quarantined`; they are never quoted as evidence (index/store.py, assistant/compliance/injection.py).
 Accepted files are written as a new index version, so nothing already stored is lost whatever happens.
 
 Where files are kept. `shared_root` is the pack's uploads folder (`DATA/uploads/<pack>`): shared uploads

@@ -69,8 +69,8 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeo
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A real PostgreSQL server for the session (assistant/pg_local.py); skipped where no server binaries exist."""
-    from assistant.pg_local import PostgresServer, PostgresUnavailable
+    """A real PostgreSQL server for the session (assistant/tools/pg_local.py); skipped where no server binaries exist."""
+    from assistant.tools.pg_local import PostgresServer, PostgresUnavailable
 
     try:
         server = PostgresServer.start()

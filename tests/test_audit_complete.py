@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.audit import AuditLog
+from assistant.compliance.audit import AuditLog
 from tests.conftest import ROOT
 
 QUESTION = "How much does it cost to send an international wire?"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.audit import AuditLog, AuditStoreError, TurnRecord
+from assistant.compliance.audit import AuditLog, AuditStoreError, TurnRecord
 from assistant.config import AssistantConfig
 from tests.conftest import ROOT, run_cli
 
@@ -21,7 +21,7 @@ PROCESSES, TURNS = 4, 50
 # each turn first as `streaming` (its first text shown) and then completed under the same id, with feedback.
 WRITER = """
 import sys, threading
-from assistant.audit import AuditLog, TurnRecord
+from assistant.compliance.audit import AuditLog, TurnRecord
 
 target, name, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
 log = AuditLog(target)

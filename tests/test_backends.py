@@ -16,16 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from assistant import Assistant, AssistantConfig, llamacpp
-from assistant.backends import choose_backend, make_generator
-from assistant.generate import (
+from assistant import Assistant, AssistantConfig
+from assistant.llm import llamacpp
+from assistant.llm.backends import choose_backend, make_generator
+from assistant.llm.generate import (
     GenerationError,
     GenerationSettings,
     GenerationStats,
     Generator,
     StopTrimmer,
 )
-from assistant.models import ModelSpecError, load_llm
+from assistant.llm.models import ModelSpecError, load_llm
 from tests.conftest import ROOT, run_cli
 
 needs_llamacpp = pytest.mark.skipif(not llamacpp.available(),

@@ -1,6 +1,6 @@
-"""Follow-up questions become standalone search queries (assistant/condense.py)."""
+"""Follow-up questions become standalone search queries (assistant/understanding/condense.py)."""
 
-from assistant.condense import condense, content_words, is_followup
+from assistant.understanding.condense import condense, content_words, is_followup
 
 WIRE = "How much does it cost to send an international wire?"
 

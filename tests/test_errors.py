@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.api import failure
-from assistant.audit import AuditStoreError
-from assistant.generate import GenerationError
-from assistant.grounding_fit import FitError
-from assistant.intents import ClassifierDirError, IntentDataError
+from assistant.compliance.audit import AuditStoreError
+from assistant.llm.generate import GenerationError
 from assistant.packs import PackError
-from assistant.serve import TokensError
+from assistant.serving.api import failure
+from assistant.serving.serve import TokensError
+from assistant.tools.grounding_fit import FitError
+from assistant.understanding.intents import ClassifierDirError, IntentDataError
 from finetune.config import ConfigError
 from finetune.data import DataError
 from finetune.export import ExportError

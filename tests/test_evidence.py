@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import re
 
-from assistant.compose import compose, quote
-from assistant.evidence import Evidence, asked_kinds, units
-from assistant.generate import GenerationSettings
-from assistant.routing import asks_about, asks_for_action
-from assistant.verify import (
+from assistant.answering.compose import compose, quote
+from assistant.answering.evidence import Evidence, asked_kinds, units
+from assistant.answering.verify import (
     SentenceCheck,
     dropped_qualifiers,
     misplaced_figures,
     restates,
     strip_labels,
 )
+from assistant.llm.generate import GenerationSettings
+from assistant.understanding.routing import asks_about, asks_for_action
 
 
 def test_units_rejoin_wrapped_lines_and_read_tables():
@@ -184,3 +184,11 @@ def test_real_followup_keeps_the_topic(bank_bot):
     evidence = found.evidence
     assert query != "is there a fee for that?" and "wire" in query.lower()
     assert evidence and any("$45" in e.text for e in evidence), [e.text for e in evidence]
+
+
+def test_confidence_bands_follow_the_active_weights(bank_bot):
+    w = bank_bot.selector.weights  # the UI's badge colours come from these, not from numbers of its own
+    assert bank_bot.confidence_level(w.flag_prob) == "high"
+    assert bank_bot.confidence_level((w.flag_prob + w.answerable_prob) / 2) == "medium"
+    assert bank_bot.confidence_level(w.answerable_prob - 0.01) == "low"
+    assert bank_bot.confidence_level(None) == "neutral"

@@ -68,7 +68,7 @@ def test_ten_steps_lower_the_loss_and_write_the_report(trained):
 
 
 def test_adapter_reloads_and_changes_generations(trained):
-    from assistant.models import load_llm
+    from assistant.llm.models import load_llm
     from finetune.train import generate_samples
 
     metrics, out = trained
@@ -146,7 +146,7 @@ def test_data_files_of_every_kind(tmp_path, name, content, message):
 def test_loss_only_on_assistant_tokens():
     from transformers import AutoTokenizer
 
-    from assistant.models import resolve_llm_dir
+    from assistant.llm.models import resolve_llm_dir
 
     tok = AutoTokenizer.from_pretrained(resolve_llm_dir("bundled")[0])
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
@@ -167,7 +167,7 @@ def test_packed_examples_do_not_attend_to_each_other():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import resolve_llm_dir
+    from assistant.llm.models import resolve_llm_dir
     from finetune.data import make_batches
     from finetune.train import batch_loss
 
@@ -266,9 +266,9 @@ def test_evidence_dialogues_are_what_the_assistant_prompts_and_pass_verification
     """Evidence dialogues from the bank pack's real index: the prompt is build_evidence_messages's, the one
     the assistant itself builds for the question; every target sentence is verified, again at run time."""
     from assistant import Assistant, AssistantConfig
+    from assistant.answering.prompt import build_evidence_messages
+    from assistant.answering.verify import Verifier
     from assistant.packs import load_pack
-    from assistant.prompt import build_evidence_messages
-    from assistant.verify import Verifier
     from finetune import pack_data
 
     replay = _Replay()  # its own data folder: an index without other tests' uploads, as make-data builds it
@@ -348,8 +348,8 @@ def test_export_gguf_without_converter_says_what_to_do(trained, tmp_path):
 
 def test_exported_gguf_runs_in_llama_cpp_and_knows_what_the_adapter_learned(trained, tmp_path):
     """merge + export-gguf, then the llama-cpp back end answers with the fine-tuned fact."""
-    from assistant import llamacpp
-    from assistant.generate import GenerationSettings
+    from assistant.llm import llamacpp
+    from assistant.llm.generate import GenerationSettings
     from finetune.export import find_converter
 
     if find_converter() is None or not llamacpp.available():
@@ -455,3 +455,16 @@ def test_parallel_mode_follows_the_launcher(monkeypatch):
     assert not Dist.from_env("fsdp").fsdp  # one process: nothing to shard
     with pytest.raises(ConfigError, match="parallel must be auto, ddp or fsdp"):
         load_config(None, {"parallel": "zero3"})
+
+
+def test_help_lists_every_field_with_its_default(capsys):
+    from finetune.__main__ import main
+    from finetune.config import FIELDS
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    missing = [name for name in FIELDS if f"--{name.replace('_', '-')} " not in text]
+    assert not missing, missing
+    assert "(default: 16)" in text and "NF4" in text  # lora_r's default; load_in_4bit's own comment

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from assistant.grounding import GroundingWeights
-from assistant.grounding_fit import (
+from assistant.answering.grounding import GroundingWeights
+from assistant.tools.grounding_fit import (
     Answers,
     FitError,
     fit,

@@ -1,7 +1,7 @@
 """Prompt injection on the real embedder and a real index on disk: an uploaded note that addresses the assistant
 is quarantined when indexed and never becomes evidence; a message after the hidden text is declined; the
 paraphrase sets written apart from the training data are caught at the measured rates; the packs' own
-documents and customer messages give no false positive (assistant/injection.py, index/store.py)."""
+documents and customer messages give no false positive (assistant/compliance/injection.py, index/store.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from assistant.answering.evidence import EvidenceSelector
+from assistant.compliance.injection import InjectionDetector, cut, features, split_units
+from assistant.compliance.safety import asks_for_hidden_text, only_injection
 from assistant.config import AssistantConfig
-from assistant.evidence import EvidenceSelector
-from assistant.injection import InjectionDetector, cut, features, split_units
-from assistant.injection_fit import DATA, PACKS, document_units, pack_messages, read_jsonl
-from assistant.safety import asks_for_hidden_text, only_injection
+from assistant.tools.injection_fit import DATA, PACKS, document_units, pack_messages, read_jsonl
 from index.search import Searcher
 from index.store import IndexStore, build_index
 from index.uploads import Uploader, UploadSettings, add_uploads
@@ -152,9 +152,13 @@ def test_no_false_positive_on_the_packs_customer_messages(detector):
 @pytest.mark.parametrize("text", ["a" * 100_000, "<!--" * 25_000, "when anyone " * 8_000, "Tell them. " * 9_000,
                                   "-\n" * 50_000, "AI: " * 25_000, "\n" * 100_000])
 def test_cutting_and_features_stay_linear_on_hostile_input(text):
-    started = time.process_time()
-    split_units(text)
-    assert time.process_time() - started < 0.1
-    started = time.process_time()
-    features(text)
-    assert time.process_time() - started < 0.1
+    def cpu_seconds(work) -> float:  # the best of 3: a busy machine only ever adds time
+        times = []
+        for _ in range(3):
+            started = time.process_time()
+            work(text)
+            times.append(time.process_time() - started)
+        return min(times)
+
+    assert cpu_seconds(split_units) < 0.1  # quadratic work on 100k characters takes seconds, not 0.1 s
+    assert cpu_seconds(features) < 0.1

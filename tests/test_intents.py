@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.intents import (
+from assistant.understanding.intents import (
     OUT_OF_SCOPE,
     ClassifierDirError,
     IntentClassifier,
@@ -20,7 +20,7 @@ from assistant.intents import (
     evaluate,
     load_utterances,
 )
-from assistant.intents_cli import add_intents_commands
+from assistant.understanding.intents_cli import add_intents_commands
 from tests.conftest import SHARED_DATA
 
 BANK = {

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.generate import GenerationSettings, Generator
-from assistant.models import ModelSpecError, bundled_gguf, converted_dir, load_llm, resolve_llm_dir
+from assistant.llm.generate import GenerationSettings, Generator
+from assistant.llm.models import (
+    ModelSpecError,
+    bundled_gguf,
+    converted_dir,
+    load_llm,
+    resolve_llm_dir,
+)
 from tests.conftest import run_cli
 
 

@@ -1,6 +1,6 @@
 """PII redaction: the security review's reproductions, each kind, the labelled test sets, and linear
 time on adversarial 100,000-character input (scaling, not a fixed budget: the 100 ms target is
-measured by `python -m assistant.redact_eval`)."""
+measured by `python -m assistant.tools.redact_eval`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from assistant.redact import DETECTORS, PATTERNS, Doc, Redactor, public_numbers
-from assistant.redact_eval import (
+from assistant.compliance.redact import DETECTORS, PATTERNS, Doc, Redactor, public_numbers
+from assistant.tools.redact_eval import (
     HELD_OUT_SET,
     LABELLED_SET,
     adversarial_inputs,
@@ -208,7 +208,7 @@ def test_findings_do_not_overlap_on_dense_input():
 
 
 def test_an_ip_address_is_masked_as_an_address_not_a_phone_number():
-    from assistant.redact import Redactor
+    from assistant.compliance.redact import Redactor
 
     text = Redactor().redact("login from 203.0.113.77 failed, my router is 192.168.1.254")
     assert text == "login from [IP] failed, my router is [IP]"

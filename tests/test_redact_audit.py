@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from assistant.audit import AuditLog, TurnRecord, parse_since
-from assistant.redact import Redactor, iban_ok, luhn_ok, public_numbers
-from assistant.redact_eval import evaluate
+from assistant.compliance.audit import AuditLog, TurnRecord, parse_since
+from assistant.compliance.redact import Redactor, iban_ok, luhn_ok, public_numbers
+from assistant.tools.redact_eval import evaluate
 from tests.conftest import ROOT
 
 
@@ -101,7 +101,7 @@ def test_audit_log_redacts_and_exports(audit_target):
 def test_audit_record_survives_kill_right_after_writing(audit_target):
     code = (
         "import os, signal, sys\n"
-        "from assistant.audit import AuditLog, TurnRecord\n"
+        "from assistant.compliance.audit import AuditLog, TurnRecord\n"
         f"log = AuditLog({str(audit_target)!r})\n"
         "log.record(TurnRecord(session_id='k', domain='bank', message='hello', intent=None, "
         "intent_confidence=None, action='answer', answer='hi'))\n"

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from assistant.audit import AuditLog
+from assistant.compliance.audit import AuditLog
 
 
 class CountingGenerator:
@@ -162,7 +162,7 @@ def test_audit_export_cli(bank_bot, data_dir):
 
 
 def test_a_figure_the_passages_do_not_hold_always_earns_a_caveat(bank_bot):
-    from assistant.grounding import GroundingChecker
+    from assistant.answering.grounding import GroundingChecker
 
     checker = GroundingChecker(bank_bot.embedder)
     passage = ["Our routing number is 021555013. Give it to your employer for direct deposit."]

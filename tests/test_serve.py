@@ -1,4 +1,4 @@
-"""The HTTP API (assistant/api.py) on a real server: `python -m assistant serve --workers 2` on a loopback
+"""The HTTP API (assistant/serving/api.py) on a real server: `python -m assistant serve --workers 2` on a loopback
 port, with the bundled models, real FAISS indexes and the SQLite audit log in a temporary directory. The
 answer mode is quote (the LLM is not what these tests are about). Clients: the `openai` package, httpx,
 and the project's own openai back end.
@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assistant.api import Message, conversation, history_of, produce
-from assistant.serve import ApiTokens, TokensError
+from assistant.serving.api import Message, conversation, history_of, produce
+from assistant.serving.serve import ApiTokens, TokensError
 from tests.conftest import ROOT, run_cli
 
 openai = pytest.importorskip("openai", reason='the openai package is a test dependency: pip install -e ".[dev]"')
@@ -307,8 +307,8 @@ def test_bad_requests_are_refused_in_openais_error_shape(api, client):
 
 
 def test_the_projects_openai_backend_talks_to_the_api(api):
-    from assistant.generate import GenerationError
-    from assistant.openai_backend import OpenAIGenerator
+    from assistant.llm.generate import GenerationError
+    from assistant.llm.openai_backend import OpenAIGenerator
 
     with pytest.raises(GenerationError, match="refused the request"):
         OpenAIGenerator(f"{api.url}/v1", "bank", key="not-a-token-of-ours", retries=0)
@@ -352,7 +352,7 @@ def test_bench_serve_two_workers_on_one_postgresql_audit_store(tmp_path, data_di
     url = postgres.new_database()
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "assistant.bench_serve", "--chats", "8", "--workers", "2", "--answer-mode", "quote",
+        [sys.executable, "-m", "assistant.tools.bench_serve", "--chats", "8", "--workers", "2", "--answer-mode", "quote",
          "--audit-url", url, "--data-dir", str(tmp_path / "data"), "--timeout", "400", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=500, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from assistant.audit import AuditLog
+from assistant.compliance.audit import AuditLog
 from index.limits import MB, IngestLimits
 from index.search import Searcher
 from index.store import IndexError_, IndexStore, build_index

@@ -15,7 +15,7 @@ import getpass
 import os
 import sys
 
-from assistant.config import AssistantConfig
+from assistant.config import BACKENDS, AssistantConfig
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", default=os.environ.get("RA_EMBEDDER", "bundled"))
     p.add_argument("--device", default=None)
     p.add_argument("--backend", default=os.environ.get("RA_BACKEND", "auto"),
-                   choices=("auto", "transformers", "llama-cpp", "openai"),
+                   choices=BACKENDS,
                    help="generation back end (auto: openai with --base-url, transformers on GPU, llama-cpp on "
                         "CPU when installed)")
     p.add_argument("--base-url", default=None,

@@ -101,13 +101,12 @@ def find_adapters(data_dir: Path, extra: list[str] | None = None) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ rendering
 
-def _level(confidence: float | None) -> str:
-    if confidence is None:
-        return "neutral"
-    return "high" if confidence >= 0.675 else "medium" if confidence >= 0.30 else "low"
+def _level(confidence: float | None, bot: Assistant | None = None) -> str:
+    """The badge's colour, by the thresholds of the weights the assistant runs with (none: neutral)."""
+    return "neutral" if bot is None else bot.confidence_level(confidence)
 
 
-def render_details(response: Response | None, note: str = "") -> str:
+def render_details(response: Response | None, note: str = "", bot: Assistant | None = None) -> str:
     """The panel beside the chat: intent and confidence badges, ticket, sources with scores."""
     if response is None:
         return f"<div class='ra-details ra-empty'>{html.escape(note or 'Ask a question to see its sources.')}</div>"
@@ -120,7 +119,7 @@ def render_details(response: Response | None, note: str = "") -> str:
     if response.action:
         badges.append(f"<span class='ra-badge ra-action'>{html.escape(response.action)}</span>")
     if response.confidence is not None:
-        badges.append(f"<span class='ra-badge ra-conf ra-{_level(response.confidence)}'>"
+        badges.append(f"<span class='ra-badge ra-conf ra-{_level(response.confidence, bot)}'>"
                       f"confidence {response.confidence:.0%}</span>")
     if response.caveat:
         badges.append("<span class='ra-badge ra-medium'>shown with a caveat</span>")
@@ -285,7 +284,7 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
             return
         state = dict(state, turns=[*state["turns"], (message, response.answer)],
                      turn_ids={**state["turn_ids"], str(len(chat) - 1): response.turn_id})
-        yield chat, render_details(response), "", state
+        yield chat, render_details(response, bot=bot), "", state
 
     def talk_to_person(chat: list, domain: str, adapter: str, state: dict, request: gr.Request) -> tuple:
         state = state or new_session()
@@ -294,7 +293,7 @@ def build_demo(pool: AssistantPool | None = None, ui: UIConfig | None = None) ->
         chat = list(chat or []) + [{"role": "assistant", "content": response.answer}]
         state = dict(state, turns=[*state["turns"], ("[talk to a person]", response.answer)],
                      turn_ids={**state["turn_ids"], str(len(chat) - 1): response.turn_id})
-        return chat, render_details(response), state
+        return chat, render_details(response, bot=pool.get(domain, adapter_value(adapter))), state
 
     def on_feedback(state: dict, comment: str, domain: str, data: gr.LikeData) -> str:
         index = data.index[0] if isinstance(data.index, list | tuple) else data.index

@@ -677,8 +677,8 @@ class _KeepAddresses:
 
 def login_audit(path: str | Path):
     """The audit log (the same SQLite file as the answers') that login events are written to."""
-    from assistant.audit import AuditLog
-    from assistant.redact import Redactor
+    from assistant.compliance.audit import AuditLog
+    from assistant.compliance.redact import Redactor
 
     return AuditLog(path, _KeepAddresses(Redactor()))
 

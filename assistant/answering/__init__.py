@@ -1,0 +1,1 @@
+"""Answering from the documents: evidence selection, the prompt, verification, grounding, citations, the composed answer."""

@@ -1,0 +1,1 @@
+"""Offline tools, never imported at run time: evaluation, fitting of shipped weights, benchmarks, a throwaway PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Understanding the message: intent classification, routing rules, follow-up condensing, flow slots."""
