@@ -101,3 +101,5 @@ def test_chat_cli_keeps_a_multi_turn_conversation(data_dir):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("bot> ") == 2
     assert "St. Brigid" in result.stdout
+    follow_up = result.stdout.split("bot> ")[2]  # the second answer: the weekend hours, from the earlier topic
+    assert "9:00 a.m. to 5:00 p.m." in follow_up or "closed for lunch" in follow_up, follow_up

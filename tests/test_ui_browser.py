@@ -25,6 +25,7 @@ from tests.conftest import ROOT
 CHROMIUM = next((p for p in (os.environ.get("RA_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser")) if p), None)
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: `apt-get install chromium` (make test does)"),
     pytest.mark.timeout(900),
 ]
