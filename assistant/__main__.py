@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from assistant.compliance.audit import POSTGRES_SCHEMES
@@ -42,51 +42,65 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
                        help=f"a domain pack to serve, repeatable (default: every built-in pack: "
                             f"{', '.join(available_packs())}); a name or a pack directory")
     else:
-        p.add_argument("--domain", default=defaults["domain"].default,
-                       help=f"domain pack: {', '.join(available_packs())} or a pack directory")
-    p.add_argument("--model", default="bundled", help="LLM: bundled, a Hugging Face id, a local directory or a .gguf")
-    p.add_argument("--embedder", default="bundled", help="embedder: bundled, a Hugging Face id or a local directory")
+        p.add_argument("--domain", default=None,
+                       help=f"domain pack: {', '.join(available_packs())} or a pack directory (default: "
+                            f"{defaults['domain'].default})")
+    p.add_argument("--model", default=None,
+                   help="LLM: bundled, a Hugging Face id, a local directory or a .gguf (default: bundled)")
+    p.add_argument("--embedder", default=None,
+                   help="embedder: bundled, a Hugging Face id or a local directory (default: bundled)")
     p.add_argument("--adapter", default=None, help="PEFT adapter directory from `python -m finetune`")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--top-k", type=int, default=defaults["top_k"].default, help="passages given to the model")
-    p.add_argument("--min-score", type=float, default=defaults["min_score"].default,
-                   help="passages below this similarity count as irrelevant")
-    p.add_argument("--search-mode", default=defaults["search_mode"].default, choices=SEARCH_MODES,
-                   help="how passages are found (hybrid = BM25 + dense, tuned)")
-    p.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"].default)
-    p.add_argument("--temperature", type=float, default=defaults["temperature"].default, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None,
+                   help=f"passages given to the model (default: {defaults['top_k'].default})")
+    p.add_argument("--min-score", type=float, default=None, help="passages below this similarity count as "
+                   f"irrelevant (default: {defaults['min_score'].default})")
+    p.add_argument("--search-mode", default=None, choices=SEARCH_MODES,
+                   help="how passages are found (default: hybrid = BM25 + dense, tuned)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help=f"(default: {defaults['max_new_tokens'].default})")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (the default)")
     p.add_argument("--grounding", default=None, help="grounding-check weights fitted to this model "
                    "(`fit-grounding`; default: the shipped ones, fitted to the bundled model)")
-    p.add_argument("--answer-mode", default=defaults["answer_mode"].default, choices=ANSWER_MODES,
+    p.add_argument("--answer-mode", default=None, choices=ANSWER_MODES,
                    help="evidence: the LLM writes from the selected document sentences, every sentence is "
                         "verified, and the quote follows; quote: the document sentences only, no LLM; "
-                        "generative: the LLM reads whole passages (the old path, for strong served models)")
-    p.add_argument("--pool-k", type=int, default=defaults["pool_k"].default,
-                   help="passages retrieved for evidence selection")
-    p.add_argument("--pool-min-score", type=float, default=defaults["pool_min_score"].default,
-                   help="evidence pool: passages below this similarity are not considered")
+                        "generative: the LLM reads whole passages (the old path, for strong served models); "
+                        "default: evidence")
+    p.add_argument("--pool-k", type=int, default=None,
+                   help=f"passages retrieved for evidence selection (default: {defaults['pool_k'].default})")
+    p.add_argument("--pool-min-score", type=float, default=None, help="evidence pool: passages below this "
+                   f"similarity are not considered (default: {defaults['pool_min_score'].default})")
     p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     add_backend_args(p)
+    add_settings_arg(p)
+
+
+def add_settings_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings", default=None, help="a TOML settings file (default $RA_SETTINGS); read before the "
+                   "environment (RA_MODEL, RA_BACKEND, RA_AUDIT_URL, ...) and these options, which override it")
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="generation back end (auto: openai with --base-url, transformers on GPU, "
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="generation back end (default auto: openai with --base-url, transformers on GPU, "
                         "llama-cpp on CPU when installed)")
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default $RA_OPENAI_BASE_URL); "
                         "the key comes from $RA_OPENAI_API_KEY")
-    p.add_argument("--timeout", dest="request_timeout", type=float, default=60.0,
-                   help="openai back end: seconds to wait for the server")
-    p.add_argument("--retries", type=int, default=2, help="openai back end: tries after the first")
-    p.add_argument("--gguf-quant", default="auto", choices=GGUF_QUANTS,
+    p.add_argument("--timeout", dest="request_timeout", type=float, default=None,
+                   help="openai back end: seconds to wait for the server (default: 60)")
+    p.add_argument("--retries", type=int, default=None, help="openai back end: tries after the first (default: 2)")
+    p.add_argument("--gguf-quant", default=None, choices=GGUF_QUANTS,
                    help="llama-cpp back end: the type llama.cpp runs (auto: the bundled Q4_1 model as Q8_0, "
                         "other files as they are)")
 
 
 def config_from(args: argparse.Namespace) -> AssistantConfig:
+    """The settings: defaults, then --settings / $RA_SETTINGS, then the environment, then these options."""
     names = {f.name for f in fields(AssistantConfig)}
-    return AssistantConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    return AssistantConfig.load(getattr(args, "settings", None),
+                                **{k: v for k, v in vars(args).items() if k in names})
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -160,15 +174,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from assistant.pipeline import Assistant
 
     started = time.time()
-    llm = load_llm(args.model)
-    print(f"model {args.model}: {'converted' if llm.converted_now else 'cached'} at {llm.path} "
+    base = AssistantConfig.load(args.settings, model=args.model, embedder=args.embedder)
+    llm = load_llm(base.model)
+    print(f"model {base.model}: {'converted' if llm.converted_now else 'cached'} at {llm.path} "
           f"({llm.load_seconds:.1f} s)")
     from assistant.llm import llamacpp
 
-    if llamacpp.available() and (args.model == "bundled" or args.model.lower().endswith(".gguf")):
-        print(f"llama.cpp model: {llamacpp.model_file(args.model)}")
+    if llamacpp.available() and (base.model == "bundled" or base.model.lower().endswith(".gguf")):
+        print(f"llama.cpp model: {llamacpp.model_file(base.model)}")
     for domain in args.domain or available_packs():
-        bot = Assistant(AssistantConfig(domain=domain, model=args.model, embedder=args.embedder), progress=True)
+        bot = Assistant(replace(base, domain=domain), progress=True)
         report = bot.index_report
         state = report.summary().splitlines()[0] if report else "up to date"
         print(f"index {domain}: {state} ({bot.config.index_dir})")
@@ -212,7 +227,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from assistant.llm.generate import GenerationSettings, GenerationStats
 
     config = config_from(args)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                   stop=tuple(args.stop or ()))
     generator = make_generator(config.backend, model=config.model, adapter=config.adapter, device=config.device,
                                base_url=config.base_url, timeout=config.request_timeout, retries=config.retries,
@@ -247,7 +262,7 @@ def _audit_log(args: argparse.Namespace):
     settings = {"data_dir": Path(args.data_dir)} if args.data_dir else {}
     if url := args.audit_url or (args.db if args.db and args.db.startswith(POSTGRES_SCHEMES) else None):
         settings["audit_url"] = url
-    config = AssistantConfig(**settings)
+    config = AssistantConfig.load(**settings)  # the environment's RA_AUDIT_URL / RA_DATA_DIR as the assistant reads them
     target = Path(args.db) if args.db and not url else config.audit_target
     if isinstance(target, Path) and not target.exists():
         raise SettingError(f"no audit log at {target}: it is created by the first answer (data dir: {config.data_dir}; "
@@ -340,18 +355,20 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", action="append", help="stop before this string (repeatable)")
     gen.add_argument("--json", action="store_true",
                      help='print {"text", "tokens", "ttft_ms", "tokens_per_s", ...}')
-    gen.add_argument("--model", default="bundled", help="bundled, a Hugging Face id, a directory, a .gguf, "
-                     "or the served model's name with --backend openai")
+    gen.add_argument("--model", default=None, help="bundled (the default), a Hugging Face id, a directory, a "
+                     ".gguf, or the served model's name with --backend openai")
     gen.add_argument("--adapter", default=None)
     gen.add_argument("--device", default=None)
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--temperature", type=float, default=0.0)
     add_backend_args(gen)
+    add_settings_arg(gen)
     gen.set_defaults(func=cmd_generate)
     prep = sub.add_parser("prepare", help="convert the model and build the domain indexes")
     prep.add_argument("--domain", action="append", help="repeatable; default: every built-in pack")
-    prep.add_argument("--model", default="bundled")
-    prep.add_argument("--embedder", default="bundled")
+    prep.add_argument("--model", default=None, help="(default: bundled, or $RA_MODEL)")
+    prep.add_argument("--embedder", default=None, help="(default: bundled, or $RA_EMBEDDER)")
+    add_settings_arg(prep)
     prep.set_defaults(func=cmd_prepare)
     audit = sub.add_parser("audit", help="read the audit log (PII already redacted)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

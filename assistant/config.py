@@ -1,9 +1,20 @@
-"""Assistant settings as one dataclass; the CLI and the UI override fields by name."""
+"""Assistant settings as one typed dataclass, read once by `AssistantConfig.load`: the defaults, then a
+settings file, then the environment, then the command line, each over the one before. The CLI
+(`python -m assistant`), the UI (`python -m ui`), the API (`python -m assistant serve`) and the
+Hugging Face Space all build their settings with it, so a variable means the same everywhere.
+
+    # settings.toml (or `[assistant]` inside a larger file); --settings FILE or $RA_SETTINGS
+    model = "/models/qwen2.5-0.5b-instruct-q4.gguf"
+    answer_mode = "evidence"
+    audit_url = "postgresql://audit@db.internal/assistant"
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from index.errors import SettingError
@@ -16,10 +27,20 @@ GGUF_QUANTS = ("auto", "as-is", "q8_0", "q4_0")
 SEARCH_MODES = MODES
 
 
+# each setting the environment may give, and its variable; read in one place, AssistantConfig.load
+ENVIRONMENT = {
+    "domain": "RA_DOMAIN", "model": "RA_MODEL", "embedder": "RA_EMBEDDER", "adapter": "RA_ADAPTER",
+    "device": "RA_DEVICE", "data_dir": "RA_DATA_DIR", "backend": "RA_BACKEND", "base_url": "RA_OPENAI_BASE_URL",
+    "gguf_quant": "RA_GGUF_QUANT", "grounding": "RA_GROUNDING", "answer_mode": "RA_ANSWER_MODE",
+    "audit_url": "RA_AUDIT_URL",
+}
+SETTINGS_ENV = "RA_SETTINGS"  # a settings file, when --settings is not given
+
+
 def data_dir() -> Path:
     """Where indexes live: `$RA_DATA_DIR`, else `$XDG_DATA_HOME/regulated-assistant` (~/.local/share/…)."""
-    if os.environ.get("RA_DATA_DIR"):
-        return Path(os.environ["RA_DATA_DIR"])
+    if os.environ.get(ENVIRONMENT["data_dir"]):
+        return Path(os.environ[ENVIRONMENT["data_dir"]])
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "regulated-assistant"
 
@@ -39,7 +60,7 @@ class AssistantConfig:
     temperature: float = 0.0
     data_dir: Path = field(default_factory=data_dir)
     backend: str = "auto"  # auto, transformers, llama-cpp or openai (see assistant/llm/backends.py)
-    base_url: str | None = field(default_factory=lambda: os.environ.get("RA_OPENAI_BASE_URL") or None)
+    base_url: str | None = None  # openai back end: the server, e.g. http://localhost:8000/v1
     request_timeout: float = 60.0  # seconds, openai back end
     retries: int = 2  # openai back end: tries after the first, before the first token
     gguf_quant: str = "auto"  # llama-cpp back end: auto (bundled model as Q8_0), as-is, q8_0, q4_0
@@ -48,7 +69,7 @@ class AssistantConfig:
     pool_k: int = 12  # passages retrieved for evidence selection (the model reads only the evidence)
     pool_min_score: float = 0.20  # cosine floor for the evidence pool (evidence selection then decides)
     # the audit log in PostgreSQL (postgresql://user@host:port/db, the `postgres` extra); None: SQLite at audit_path
-    audit_url: str | None = field(default_factory=lambda: os.environ.get("RA_AUDIT_URL") or None)
+    audit_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
@@ -74,6 +95,27 @@ class AssistantConfig:
                              f"{self.audit_url.split('://')[0]}://...); leave it unset for SQLite under --data-dir")
         self.data_dir = Path(self.data_dir)
 
+    @classmethod
+    def load(cls, settings_file: str | Path | None = None, env: typing.Mapping[str, str] | None = None,
+             **given) -> AssistantConfig:
+        """The settings, each from the last of: its default, the settings file (`settings_file`, else
+        $RA_SETTINGS: TOML, its `[assistant]` table or its top level), its ENVIRONMENT variable, and
+        `given` (the command line: None means not given). Unknown names in the file are an error."""
+        env = os.environ if env is None else env
+        names = {f.name for f in fields(cls)}
+        values: dict[str, object] = {}
+        path = settings_file or env.get(SETTINGS_ENV)
+        if path:
+            values.update(_read_settings_file(Path(path), names))
+        for name, variable in ENVIRONMENT.items():
+            if env.get(variable):
+                values[name] = _typed(name, env[variable], variable)
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise SettingError(f"unknown setting(s): {', '.join(unknown)}")
+        values.update({k: v for k, v in given.items() if v is not None})
+        return cls(**values)
+
     @property
     def audit_path(self) -> Path:
         return self.data_dir / "audit.sqlite"
@@ -86,3 +128,30 @@ class AssistantConfig:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes" / Path(self.domain).name
+
+
+def _typed(name: str, raw: str, where: str) -> object:
+    """A value from the environment converted to the field's type, or a SettingError naming the variable."""
+    kind = typing.get_type_hints(AssistantConfig)[name]
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    try:
+        return int(raw) if base is int else float(raw) if base is float else Path(raw) if base is Path else raw
+    except ValueError:
+        raise SettingError(f"{where}={raw!r}: {name} takes a {base.__name__}") from None
+
+
+def _read_settings_file(path: Path, names: set[str]) -> dict[str, object]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingError(f"cannot read the settings file {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingError(f"the settings file {path} is not valid TOML: {exc}") from exc
+    table = data.get("assistant", data)
+    if not isinstance(table, dict):
+        raise SettingError(f"the settings file {path}: [assistant] must be a table of name = value")
+    unknown = sorted(k for k in table if k not in names and not isinstance(table[k], dict))
+    if unknown:
+        raise SettingError(f"the settings file {path}: unknown setting(s) {', '.join(unknown)}; "
+                           f"known: {', '.join(sorted(names))}")
+    return {k: v for k, v in table.items() if k in names}

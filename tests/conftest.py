@@ -11,8 +11,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched from the hub in tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-for _name in ("RA_OPENAI_BASE_URL", "RA_BACKEND", "RA_MODEL"):  # a developer's own settings must not leak in
-    os.environ.pop(_name, None)
+for _name in ("RA_OPENAI_BASE_URL", "RA_BACKEND", "RA_MODEL", "RA_EMBEDDER", "RA_ADAPTER", "RA_DEVICE", "RA_DOMAIN",
+              "RA_GGUF_QUANT", "RA_GROUNDING", "RA_ANSWER_MODE", "RA_AUDIT_URL", "RA_SETTINGS"):
+    os.environ.pop(_name, None)  # a developer's own settings must not leak in
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

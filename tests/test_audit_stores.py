@@ -143,9 +143,9 @@ def test_a_dropped_connection_is_replaced_or_said_in_one_line(postgres):
 
 def test_the_audit_url_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("RA_AUDIT_URL", "postgresql://audit@db.internal/assistant")
-    assert AssistantConfig(data_dir=tmp_path).audit_target == "postgresql://audit@db.internal/assistant"
+    assert AssistantConfig.load(data_dir=tmp_path).audit_target == "postgresql://audit@db.internal/assistant"
     monkeypatch.delenv("RA_AUDIT_URL")
-    assert AssistantConfig(data_dir=tmp_path).audit_target == Path(tmp_path) / "audit.sqlite"
+    assert AssistantConfig.load(data_dir=tmp_path).audit_target == Path(tmp_path) / "audit.sqlite"
     from assistant.__main__ import config_from, parser
 
     args = parser().parse_args(["ask", "hi", "--audit-url", "postgresql://audit@db.internal/assistant"])

@@ -30,14 +30,14 @@ def parser() -> argparse.ArgumentParser:
                "`python -m ui rehash-users FILE` rewrites a users file's clear passwords as scrypt hashes")
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
-    p.add_argument("--domain", default="bank", help="domain shown first (bank, hospital or a pack folder)")
-    p.add_argument("--model", default=os.environ.get("RA_MODEL", "bundled"))
-    p.add_argument("--embedder", default=os.environ.get("RA_EMBEDDER", "bundled"))
+    p.add_argument("--domain", default=None, help="domain shown first (bank, hospital or a pack folder; "
+                                                  "default: bank)")
+    p.add_argument("--model", default=None, help="LLM (default: bundled, or $RA_MODEL)")
+    p.add_argument("--embedder", default=None, help="embedder (default: bundled, or $RA_EMBEDDER)")
     p.add_argument("--device", default=None)
-    p.add_argument("--backend", default=os.environ.get("RA_BACKEND", "auto"),
-                   choices=BACKENDS,
-                   help="generation back end (auto: openai with --base-url, transformers on GPU, llama-cpp on "
-                        "CPU when installed)")
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="generation back end (default $RA_BACKEND or auto: openai with --base-url, transformers "
+                        "on GPU, llama-cpp on CPU when installed)")
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible server (vLLM, TGI, ...), e.g. http://gpu-box:8000/v1 "
                         "(default $RA_OPENAI_BASE_URL; key from $RA_OPENAI_API_KEY)")
@@ -47,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", action="append", default=[],
                    help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
                         "DATA_DIR/adapters are found by themselves")
-    p.add_argument("--grounding", default=os.environ.get("RA_GROUNDING"),
+    p.add_argument("--settings", default=None, help="a TOML settings file (default $RA_SETTINGS), read before the "
+                   "environment and these options, as `python -m assistant` reads it")
+    p.add_argument("--grounding", default=None,
                    help="grounding-check weights from `python -m assistant fit-grounding` (an adapter's own "
                         "grounding.json is used with it by itself)")
     p.add_argument("--users", default=None,
@@ -144,10 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     from ui.app import CSS, AssistantPool, UIConfig, build_demo, find_adapters
 
     try:
-        base = AssistantConfig(domain=args.domain, model=args.model, embedder=args.embedder, device=args.device,
-                               backend=args.backend, grounding=args.grounding,
-                               **({"base_url": args.base_url} if args.base_url else {}),
-                               **({"audit_url": args.audit_url} if args.audit_url else {}))
+        base = AssistantConfig.load(args.settings, domain=args.domain, model=args.model, embedder=args.embedder,
+                                    device=args.device, backend=args.backend, grounding=args.grounding,
+                                    base_url=args.base_url, audit_url=args.audit_url)
         pool = AssistantPool(base)
         admins = args.admin or [a.strip() for a in os.environ.get("RA_UI_ADMINS", "").split(",") if a.strip()]
         uploads = UploadSettings(private=not (args.shared_uploads or _flag("RA_UI_SHARED_UPLOADS", False)),

@@ -6,7 +6,8 @@ default LLM and embedder come from the hub. Settings come from the Space's varia
 RA_UI_USERS (logins), RA_UI_ADMINS (who approves uploads), RA_UI_SHARED_UPLOADS=1 (uploads shared at
 once), RA_UI_UPLOAD=0 / RA_UI_FEEDBACK=0, RA_MODEL, RA_EMBEDDER, RA_BACKEND,
 RA_OPENAI_BASE_URL and RA_OPENAI_API_KEY (answers from a vLLM or TGI server instead of the Space's CPU),
-RA_UI_SECURITY (login throttling and session lifetimes, ui/guard.py GuardSettings).
+RA_UI_SECURITY (login throttling and session lifetimes, ui/guard.py GuardSettings), and RA_SETTINGS (a
+TOML settings file; every RA_ variable of assistant/config.py ENVIRONMENT is read as the CLI reads it).
 
 A Space is shown inside an iframe on huggingface.co, behind Hugging Face's proxy, so here the
 Content-Security-Policy lets https://huggingface.co frame the app and the client address for login
