@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import socket
 import threading
 import time
 
@@ -19,6 +18,7 @@ import gradio as gr
 import httpx
 import pytest
 
+from assistant.tools import free_port as _free_port
 from ui.auth import ScryptCost, UsersError, hash_password, load_users, rehash_file, verify_password
 from ui.guard import GuardSettings, guarded_launch, login_audit
 
@@ -129,11 +129,6 @@ def test_security_settings_name_the_flag():
 
 STEPS, STEP_S = 30, 0.1
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GuardedApp:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from assistant.llm.generate import (
     StopTrimmer,
 )
 from assistant.llm.models import ModelSpecError, load_llm
+from assistant.tools import free_port
 from tests.conftest import ROOT, run_cli
 
 needs_llamacpp = pytest.mark.skipif(not llamacpp.available(),
@@ -35,11 +35,6 @@ CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in
 STORY = [{"role": "user", "content": "Write a long story about a small bank in a mountain town."}]
 WIRE = "How much does an international wire transfer cost?"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_max_tokens_and_stop(gen) -> GenerationStats:

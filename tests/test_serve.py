@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import pytest
 
 from assistant.serving.api import Message, conversation, history_of, produce
 from assistant.serving.serve import ApiTokens, TokensError
+from assistant.tools import free_port
+from assistant.tools.bench_serve import wait_ready
 from tests.conftest import ROOT, run_cli
 
 openai = pytest.importorskip("openai", reason='the openai package is a test dependency: pip install -e ".[dev]"')
@@ -53,12 +54,6 @@ class Server:
         rows = self.audit("SELECT * FROM turns WHERE id = ?", turn_id)
         assert len(rows) == 1, f"turn {turn_id} has {len(rows)} audit rows"
         return rows[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prepare(data_dir: Path, shared: Path, embedder) -> None:
@@ -90,17 +85,10 @@ def api(tmp_path_factory, data_dir, embedder):
              "--answer-mode", "quote", "--data-dir", str(server.data_dir)],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
-        deadline = time.time() + 300
-        while len(server.workers) < 2:  # both workers ready: each answers /readyz with its process id
-            assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{server.log.read_text()[-3000:]}"
-            assert time.time() < deadline, f"not ready in 300 s:\n{server.log.read_text()[-3000:]}"
-            try:
-                reply = httpx.get(f"{server.url}/readyz", timeout=5)
-                if reply.status_code == 200:
-                    server.workers.add(reply.json()["worker"])
-            except httpx.HTTPError:
-                reply = None  # not listening yet: try again after the pause below
-            time.sleep(0.3)
+        try:  # both workers ready: each answers /readyz with its process id
+            server.workers = wait_ready(server.url, 2, proc, time.time() + 300)
+        except SystemExit as exc:
+            pytest.fail(f"{exc}\n{server.log.read_text()[-3000:]}")
         yield server
     finally:
         proc.terminate()

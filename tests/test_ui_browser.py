@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from assistant.tools import free_port as _free_port
 from tests.conftest import ROOT
 
 CHROMIUM = next((p for p in (os.environ.get("RA_CHROMIUM"), shutil.which("chromium"),
@@ -33,11 +33,6 @@ pytestmark = [
 
 BOT = "#chat [data-testid='bot']"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -15,7 +15,8 @@ import getpass
 import os
 import sys
 
-from assistant.config import BACKENDS, AssistantConfig
+from assistant.__main__ import AUDIT_URL_HELP, add_backend_args, add_settings_arg
+from assistant.config import AssistantConfig
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -35,20 +36,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="LLM (default: bundled, or $RA_MODEL)")
     p.add_argument("--embedder", default=None, help="embedder (default: bundled, or $RA_EMBEDDER)")
     p.add_argument("--device", default=None)
-    p.add_argument("--backend", default=None, choices=BACKENDS,
-                   help="generation back end (default $RA_BACKEND or auto: openai with --base-url, transformers "
-                        "on GPU, llama-cpp on CPU when installed)")
-    p.add_argument("--base-url", default=None,
-                   help="OpenAI-compatible server (vLLM, TGI, ...), e.g. http://gpu-box:8000/v1 "
-                        "(default $RA_OPENAI_BASE_URL; key from $RA_OPENAI_API_KEY)")
-    p.add_argument("--audit-url", default=None,
-                   help="the audit log in PostgreSQL, postgresql://user@host:port/database (needs the postgres "
-                        "extra; default $RA_AUDIT_URL; unset: SQLite under the data directory)")
+    add_backend_args(p)  # --backend, --base-url, --timeout, --retries, --gguf-quant: as `python -m assistant`
+    p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     p.add_argument("--adapter", action="append", default=[],
                    help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
                         "DATA_DIR/adapters are found by themselves")
-    p.add_argument("--settings", default=None, help="a TOML settings file (default $RA_SETTINGS), read before the "
-                   "environment and these options, as `python -m assistant` reads it")
+    add_settings_arg(p)
     p.add_argument("--grounding", default=None,
                    help="grounding-check weights from `python -m assistant fit-grounding` (an adapter's own "
                         "grounding.json is used with it by itself)")
@@ -148,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = AssistantConfig.load(args.settings, domain=args.domain, model=args.model, embedder=args.embedder,
                                     device=args.device, backend=args.backend, grounding=args.grounding,
-                                    base_url=args.base_url, audit_url=args.audit_url)
+                                    base_url=args.base_url, audit_url=args.audit_url,
+                                    request_timeout=args.request_timeout, retries=args.retries,
+                                    gguf_quant=args.gguf_quant)
         pool = AssistantPool(base)
         admins = args.admin or [a.strip() for a in os.environ.get("RA_UI_ADMINS", "").split(",") if a.strip()]
         uploads = UploadSettings(private=not (args.shared_uploads or _flag("RA_UI_SHARED_UPLOADS", False)),

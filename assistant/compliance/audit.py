@@ -34,7 +34,8 @@ from typing import Protocol
 from assistant.compliance.redact import Redactor
 from index.errors import SettingError, UserError
 
-_SCHEMA = """
+# the one schema: PostgreSQL's is this with its types (audit_postgres.postgres_schema)
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
     id TEXT PRIMARY KEY,
     time REAL NOT NULL,
@@ -166,7 +167,7 @@ class SQLiteStore:
             raise AuditStoreError(f"audit log {path}: {exc}: check that its folder exists and this user may "
                                   "write there (--data-dir, --db)") from exc
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         for table, columns in _ADDED_COLUMNS.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for column in columns:

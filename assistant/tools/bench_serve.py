@@ -27,7 +27,6 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,12 +39,7 @@ import httpx
 
 from assistant.config import ANSWER_MODES
 from assistant.packs import load_pack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from assistant.tools import free_port
 
 
 def questions(domain: str, n: int) -> list[str]:

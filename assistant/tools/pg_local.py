@@ -16,10 +16,11 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from assistant.tools import free_port
 
 _NEEDED = ("initdb", "pg_ctl", "postgres")
 
@@ -43,11 +44,6 @@ def find_bin_dir() -> Path:
                               "/usr/lib/postgresql/*/bin: install the distribution's postgresql package "
                               "to run the PostgreSQL audit tests")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
