@@ -176,6 +176,12 @@ class GuardedApp:
     def close(self) -> None:
         self.demo.close()
 
+    def __enter__(self) -> GuardedApp:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class Stream(threading.Thread):
     """Reads a session's queue/data stream until its answer completes; keeps every update and the end."""
@@ -236,8 +242,7 @@ def test_fifty_wrong_passwords_back_off_after_five(app):
 
 def test_lockout_after_ten_failures_refuses_even_the_right_password(tmp_path):
     settings = GuardSettings(backoff_base_s=0.01, backoff_max_s=0.05, lockout_minutes=1)
-    app = GuardedApp(tmp_path, "alice:alice-pass\n", settings)
-    try:
+    with GuardedApp(tmp_path, "alice:alice-pass\n", settings) as app:
         client = app.client()
         answers = []
         for i in range(50):
@@ -252,8 +257,6 @@ def test_lockout_after_ten_failures_refuses_even_the_right_password(tmp_path):
         refused = app.events("login_refused")  # one row for the lockout, not one per refused request
         assert [(e["user"], e["detail"]["reason"]) for e in refused] == [("alice", "name locked out")] * 2
         assert {e["detail"]["address"] for e in refused} == {"127.0.0.1", "198.51.100.7"}
-    finally:
-        app.close()
 
 
 def test_tries_at_once_cannot_slip_under_the_limit(app):
@@ -273,8 +276,7 @@ def test_tries_at_once_cannot_slip_under_the_limit(app):
 def test_one_address_trying_many_names_is_locked_out(tmp_path):
     settings = GuardSettings(address_backoff_after=3, address_lockout_after=4, backoff_base_s=0.01,
                              backoff_max_s=0.05)
-    app = GuardedApp(tmp_path, "alice:alice-pass\n", settings)
-    try:
+    with GuardedApp(tmp_path, "alice:alice-pass\n", settings) as app:
         sprayer = app.client("203.0.113.77")
         answers = []
         for name in ["admin", "root", "test", "guest", "alice"]:
@@ -290,15 +292,12 @@ def test_one_address_trying_many_names_is_locked_out(tmp_path):
         assert app.events("login_refused")[0]["detail"]["reason"] == "address locked out"
         [login] = app.events("login")
         assert (login["user"], login["detail"]["address"]) == ("alice", "198.51.100.7")
-    finally:
-        app.close()
 
 
 def test_sha256_line_is_rehashed_at_the_next_login(tmp_path):
     digest = hashlib.sha256(b"carol-pass").hexdigest()
     env_digest = hashlib.sha256(b"dave-pass").hexdigest()
-    app = GuardedApp(tmp_path, f"# staff\ncarol:sha256:{digest}\n", env_users=f"dave:sha256:{env_digest}")
-    try:
+    with GuardedApp(tmp_path, f"# staff\ncarol:sha256:{digest}\n", env_users=f"dave:sha256:{env_digest}") as app:
         assert app.login("carol", "carol-pass")[1].status_code == 200
         assert app.users_file.read_text().startswith("# staff\ncarol:$scrypt$ln=15,r=8,p=1$")
         [first, *_] = app.events("login")
@@ -308,13 +307,10 @@ def test_sha256_line_is_rehashed_at_the_next_login(tmp_path):
         assert "legacy_hash" not in app.events("login")[-1]["detail"]
         assert app.login("dave", "dave-pass")[1].status_code == 200  # RA_UI_USERS cannot be rewritten
         assert [e["user"] for e in app.events("password_rehashed")] == ["carol"]
-    finally:
-        app.close()
 
 
 def test_idle_session_expires(tmp_path):
-    app = GuardedApp(tmp_path, "alice:alice-pass\n", GuardSettings(session_idle_minutes=1 / 60))
-    try:
+    with GuardedApp(tmp_path, "alice:alice-pass\n", GuardSettings(session_idle_minutes=1 / 60)) as app:
         client, r = app.login("alice", "alice-pass")
         assert r.status_code == 200 and client.get("/config").status_code == 200
         time.sleep(0.5)
@@ -325,13 +321,10 @@ def test_idle_session_expires(tmp_path):
         assert app.demo.server_app.tokens == {}  # ended in Gradio too, not only refused here
         [expired] = app.events("session_expired")
         assert (expired["user"], expired["detail"]["reason"]) == ("alice", "idle")
-    finally:
-        app.close()
 
 
 def test_session_ends_at_its_absolute_limit_however_busy(tmp_path):
-    app = GuardedApp(tmp_path, "alice:alice-pass\n", GuardSettings(session_max_hours=2 / 3600))
-    try:
+    with GuardedApp(tmp_path, "alice:alice-pass\n", GuardSettings(session_max_hours=2 / 3600)) as app:
         client, _ = app.login("alice", "alice-pass")
         began = time.monotonic()
         while client.get("/config").status_code == 200:
@@ -339,8 +332,6 @@ def test_session_ends_at_its_absolute_limit_however_busy(tmp_path):
             time.sleep(0.2)
         assert 1.8 <= time.monotonic() - began
         assert app.events("session_expired")[0]["detail"]["reason"] == "absolute"
-    finally:
-        app.close()
 
 
 def test_logout_ends_the_session_for_good(app):
@@ -385,13 +376,10 @@ def test_security_headers_on_every_response(app):
 
 
 def test_framing_can_be_allowed_for_a_space(tmp_path):
-    app = GuardedApp(tmp_path, "alice:alice-pass\n", GuardSettings(frame_ancestors="https://huggingface.co"))
-    try:
+    with GuardedApp(tmp_path, "alice:alice-pass\n", GuardSettings(frame_ancestors="https://huggingface.co")) as app:
         r = app.client().get("/")
         assert "frame-ancestors https://huggingface.co" in r.headers["content-security-policy"]
         assert "x-frame-options" not in r.headers
-    finally:
-        app.close()
 
 
 def test_routes_refuse_requests_without_a_login(app):

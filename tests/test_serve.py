@@ -24,7 +24,7 @@ import pytest
 
 from assistant.serving.api import Message, conversation, history_of, produce
 from assistant.serving.serve import ApiTokens, TokensError
-from assistant.tools import free_port
+from assistant.tools import free_port, stop
 from assistant.tools.bench_serve import wait_ready
 from tests.conftest import ROOT, run_cli
 
@@ -91,12 +91,7 @@ def api(tmp_path_factory, data_dir, embedder):
             pytest.fail(f"{exc}\n{server.log.read_text()[-3000:]}")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 90)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from assistant.tools import free_port as _free_port
+from assistant.tools import stop
 from tests.conftest import ROOT
 
 CHROMIUM = next((p for p in (os.environ.get("RA_CHROMIUM"), shutil.which("chromium"),
@@ -61,11 +62,7 @@ class Server:
         raise RuntimeError(f"the UI did not start in {timeout} s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc, 20)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ import httpx
 
 from assistant.config import ANSWER_MODES
 from assistant.packs import load_pack
-from assistant.tools import free_port
+from assistant.tools import free_port, stop
 
 
 def questions(domain: str, n: int) -> list[str]:
@@ -208,12 +208,7 @@ def _run(args: argparse.Namespace, asked: list[str], deadline: float, audit_url:
                 raise SystemExit(f"error: the chats did not finish within --timeout {args.timeout:.0f} s") from None
             wall = time.perf_counter() - started
         finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 60)
     ok = [r for r in results if r["error"] is None]
     errors = [r for r in results if r["error"] is not None]
     audit = audit_counts(audit_url or data_dir / "audit.sqlite", [r["turn_id"] for r in ok], "bench")
