@@ -240,7 +240,7 @@ class DevReport:
              f"{self.followup_stated:.0%} of {self.followups} / {self.new_topic_stated:.0%} of {self.new_topics}"),
             ("intent accuracy / action accuracy / emergency recall",
              f"{self.intent_accuracy:.0%} / {self.action_accuracy:.0%} / {self.emergency_recall:.0%} "
-             f"of {self.intents}"),
+             f"of {self.intents}" if self.intents else "n/a (no intents.jsonl in this set)"),
             ("time to first text p50 / total p50", f"{self.ttft_p50_ms / 1000:.2f} s / {self.latency_p50_ms / 1000:.2f} s"),
         ]
         width = max(len(name) for name, _ in rows)
