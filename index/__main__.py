@@ -12,6 +12,14 @@
     python -m index approve DIR ID... --by NAME [--replace] [--audit FILE]   into the shared index
     python -m index reject DIR ID... --by NAME [--audit FILE]                dropped, file deleted
 
+`--store milvus --milvus-uri URI` (or $RA_STORE, $RA_MILVUS_URI) keeps the index in Milvus instead of
+FAISS files (index/milvus_store.py; `pip install -e ".[milvus]"`): URI is a Milvus Lite file (./milvus.db)
+or a server (http://host:19530), and DIR names the collection (its last part). When DIR is a path, `build`
+leaves DIR/milvus.json saying where the index is, so later commands and the assistant need no flags.
+
+    python -m index build docs/ --out data/indexes/bank --store milvus --milvus-uri ./milvus.db
+    python -m index query bank "card fees" --store milvus --milvus-uri http://milvus:19530
+
 `build` and `add` take `--limit NAME=VALUE` (repeatable) to change what one file may cost to read
 (index/limits.py), e.g. `--limit max_pages=500 --limit max_entry_bytes=20MB`.
 
@@ -32,6 +40,7 @@ from index.chunk import ChunkConfig
 from index.embed import EMBED_BACKENDS, ModelSpecError, resolve_embedder
 from index.evaluate import QuestionsError, evaluate, format_table, load_questions, read_jsonl
 from index.limits import IngestLimits
+from index.milvus_store import STORES, location_for, write_pointer
 from index.quiet import quiet_libraries
 from index.rerank import default_reranker_spec, reranker_available, resolve_reranker
 from index.search import MODES, Searcher
@@ -50,35 +59,50 @@ def _embedder(args: argparse.Namespace, store: IndexStore | None = None):
     return resolve_embedder(spec, backend=args.embed_backend)
 
 
+def _where(args: argparse.Namespace, index: str):
+    """The index argument as the stores take it: a directory (FAISS, or one holding milvus.json), or with
+    --store milvus a MilvusLocation."""
+    if getattr(args, "store", None) == "milvus":
+        return location_for(index, args.milvus_uri)
+    return index
+
+
 def _searcher(args: argparse.Namespace) -> Searcher:
-    store = IndexStore.open(args.index, embedder=args.embedder)
+    store = IndexStore.open(_where(args, args.index), embedder=args.embedder)
     reranker = resolve_reranker(args.reranker) if (args.rerank or args.reranker) else None
     return Searcher(store, _embedder(args, store), reranker=reranker)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     chunking = ChunkConfig(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
-    report = build_index(args.sources, args.out, _embedder(args), chunking, progress=not args.quiet,
+    where = _where(args, args.out)
+    report = build_index(args.sources, where, _embedder(args), chunking, progress=not args.quiet,
                          index_type=args.index_type, limits=IngestLimits.parse(args.limit), screen=not args.no_screen)
     print(report.summary())
+    if where is not args.out:
+        print(f"stored in {where}")
+        if "/" in args.out or Path(args.out).is_dir():
+            print(f"wrote {write_pointer(args.out, where)}: commands and the assistant on {args.out} use it")
     return 1 if report.skipped else 0
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    store = IndexStore.open(args.index, embedder=args.embedder)
+    where = _where(args, args.index)
+    store = IndexStore.open(where, embedder=args.embedder)
     embedder = _embedder(args, store)
     store.close()
-    report = add_to_index(args.index, args.sources, embedder, progress=not args.quiet,
+    report = add_to_index(where, args.sources, embedder, progress=not args.quiet,
                           limits=IngestLimits.parse(args.limit))
     print(report.summary())
     return 1 if report.skipped else 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    store = IndexStore.open(args.index)
+    where = _where(args, args.index)
+    store = IndexStore.open(where)
     embedder = _embedder(args, store)
     store.close()
-    report = remove_from_index(args.index, args.names, embedder, progress=False)
+    report = remove_from_index(where, args.names, embedder, progress=False)
     print(report.summary())
     return 0
 
@@ -145,12 +169,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    store = IndexStore.open(args.index)
+    store = IndexStore.open(_where(args, args.index))
     m = store.manifest
     info = {"version": store.version, "embedder": m.embedder, "dimension": m.dimension,
             "chunks": m.n_chunks, "files": m.n_files, "chunk_size": m.chunk_size,
             "chunk_overlap": m.chunk_overlap, "index_type": m.index_type, "format_version": m.format_version,
             "sources": m.sources}
+    if getattr(store, "location", None) is not None:
+        info["store"] = str(store.location)
     if args.files:
         info["indexed_files"] = sorted(f["source"] for f in store.files().values())
     print(json.dumps(info, indent=2))
@@ -178,7 +204,7 @@ def cmd_uploads(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    store = IndexStore.open(args.index)
+    store = IndexStore.open(_where(args, args.index))
     marks = store.quarantined()
     rows = store.db.execute("SELECT content_hash, source, chunk_id, text FROM chunks ORDER BY row").fetchall()
     found = []
@@ -221,13 +247,14 @@ def cmd_review(args: argparse.Namespace) -> int:
     from index.uploads import approve_uploads, reject_uploads
 
     audit = _audit_log(args)
-    store = IndexStore.open(args.index)
+    where = _where(args, args.index)
+    store = IndexStore.open(where)
     embedder = _embedder(args, store)
     store.close()
     if args.command == "approve":
-        records = approve_uploads(args.index, args.ids, embedder, by=args.by, replace_shared=args.replace)
+        records = approve_uploads(where, args.ids, embedder, by=args.by, replace_shared=args.replace)
     else:
-        records = reject_uploads(args.index, args.ids, embedder)
+        records = reject_uploads(where, args.ids, embedder)
     done = {"approve": "approved", "reject": "rejected"}[args.command]
     for r in records:
         audit.event(f"upload_{done}", user=args.by, session_id=r.session, domain=Path(args.index).name,
@@ -243,10 +270,18 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
+    def store_args(sp):
+        sp.add_argument("--store", default=os.environ.get("RA_STORE") or None, choices=STORES,
+                        help="faiss: files in the index directory; milvus: a collection named after it, at "
+                             "--milvus-uri (default: $RA_STORE, else what the directory holds)")
+        sp.add_argument("--milvus-uri", default=os.environ.get("RA_MILVUS_URI"),
+                        help="a Milvus Lite file (./milvus.db) or server (http://host:19530); default $RA_MILVUS_URI")
+
     def model_args(sp, embedder_help="defaults to the one the index was built with"):
         sp.add_argument("--embedder", default=None, help=embedder_help)
         sp.add_argument("--embed-backend", default="auto", choices=EMBED_BACKENDS,
                         help="auto: int8 ONNX on CPU where it applies, else sentence-transformers")
+        store_args(sp)
 
     b = sub.add_parser("build", help="index files and folders (incremental: unchanged files are reused)")
     b.add_argument("sources", nargs="+", help="files or directories (recursive)")
@@ -306,6 +341,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="what an index holds")
     s.add_argument("index")
     s.add_argument("--files", action="store_true", help="list the indexed files")
+    store_args(s)
     s.set_defaults(func=cmd_stats)
 
     u = sub.add_parser("uploads", help="uploaded documents: who, when, private or shared")
@@ -316,6 +352,7 @@ def parser() -> argparse.ArgumentParser:
     qu = sub.add_parser("quarantine", help="passages flagged as prompt injection (never quoted as evidence)")
     qu.add_argument("index")
     qu.add_argument("--json", action="store_true")
+    store_args(qu)
     qu.set_defaults(func=cmd_quarantine)
 
     for name, what in (("approve", "move private uploads into the shared index (audited)"),

@@ -19,6 +19,9 @@ that uploaded them: `search(..., session=ID)`. Their vectors are excluded inside
 scores zeroed before fusion, so another session's results are exactly those of an index without them.
 A Searcher keeps the version it opened (readers are never disturbed by a writer); `refresh()` moves it
 to the live version, so that an upload or an approval written by another process is searched too.
+
+On an index in Milvus (index/milvus_store.py) the engine ranks: a vector search, its BM25 function, or its
+hybrid_search; each hit's cosine still comes from the stored vector, so `min_score` means the same there.
 """
 
 from __future__ import annotations
@@ -167,6 +170,13 @@ class Searcher:
         hidden = store.hidden_rows(session)
         vectors = self.embedder.encode([queries[i] for i in live])
         depth = self._depth(store, k)
+        if getattr(store, "native_ranking", False):  # Milvus ranks itself (dense, BM25, hybrid_search)
+            ranked_all = store.rank([queries[i] for i in live], vectors, depth, mode, hidden)
+            for i, ranked in zip(live, ranked_all, strict=True):
+                if rerank:
+                    ranked = self._rerank(store, queries[i], ranked)
+                results[i] = self._hits(store, ranked, k, min_score, exclude)
+            return results
         dense_scores, dense_rows = store.search_vectors(vectors, depth, hidden)
         for n, i in enumerate(live):
             ranked = self._rank(store, queries[i], vectors[n], dense_rows[n], dense_scores[n], depth, mode, hidden)
@@ -180,6 +190,9 @@ class Searcher:
         store = self.store
         if len(store) == 0:
             raise ValueError("the index is empty: build it first (python -m index build)")
+        if getattr(store, "native_ranking", False):
+            raise ValueError("fitting the adaptive fusion needs a FAISS index (every chunk's BM25 score): "
+                             "build one with `python -m index build SRC --out DIR` and fit on it")
         hidden = store.hidden_rows(None)
         vectors = self.embedder.encode(list(queries))
         depth = self._depth(store, k)
@@ -194,19 +207,16 @@ class Searcher:
         """Move to the index's live version when another writer replaced the one held (an upload or an
         approval made elsewhere); queries already running finish on the version they started with."""
         store = self.store
-        try:
-            live = (store.root / "CURRENT").read_text().strip()
-        except OSError:  # the directory is being replaced: keep answering from the version held
-            return store
-        if live == store.version:
+        live = store.live_version()
+        if live is None or live == store.version:  # None: being replaced; keep answering from the version held
             return store
         with self._lock:
             if self.store.version != live:
                 try:
-                    self.store = IndexStore.open(store.root, embedder=self.embedder.name)
+                    self.store = store.reopen(embedder=self.embedder.name)
                 except IndexError_ as exc:  # rebuilt with another embedder: this Searcher cannot read it
                     log.warning("index %s changed and cannot be followed (%s); searching version %s",
-                                store.root, exc, store.version)
+                                getattr(store, "root", store), exc, store.version)
                     return store
             return self.store
 
@@ -275,7 +285,9 @@ class Searcher:
         hits: list[Hit] = []
         seen: set[str] = set()
         for row, score, dense, bm25, *rest in wanted:
-            record = records[row]
+            record = records.get(row)
+            if record is None:  # deleted since the search: a Milvus index is updated in place
+                continue
             if record["content_hash"] in seen or (exclude and record["source"] in exclude):
                 continue
             seen.add(record["content_hash"])

@@ -18,6 +18,10 @@ screening, or with `screen=False`, have no marks: the assistant screens their pa
 
 A build writes a complete new version beside the live one and then flips CURRENT, so a crash or
 `kill -9` at any point leaves the previous version loadable, and readers that opened it keep working.
+
+The same functions take an index.milvus_store.MilvusLocation, or a directory holding only `milvus.json` (where
+such an index lives), instead of an index directory: the index then lives in a Milvus collection (`--store
+milvus`, index/milvus_store.py), and `IndexStore.open` returns a MilvusStore.
 """
 
 from __future__ import annotations
@@ -230,12 +234,20 @@ class IndexStore:
 
     @classmethod
     def exists(cls, root: str | Path) -> bool:
+        if (location := milvus_location(root)) is not None:
+            from index.milvus_store import MilvusStore
+
+            return MilvusStore.exists(location)
         return (Path(root) / "CURRENT").is_file()
 
     @classmethod
     def open(cls, root: str | Path, embedder: str | None = None) -> IndexStore:
         import faiss
 
+        if (location := milvus_location(root)) is not None:
+            from index.milvus_store import MilvusStore
+
+            return MilvusStore.open(location, embedder=embedder)
         root = Path(root)
         if not cls.exists(root):
             raise IndexError_(f"no index at {root}: build one with `python -m index build SRC --out {root}`")
@@ -260,6 +272,16 @@ class IndexStore:
             raise IndexError_(f"index at {root} is damaged ({exc}): rebuild it with `python -m index build`") from exc
         db = sqlite3.connect(f"file:{vdir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         return cls(root, version, manifest, vectors, db)
+
+    def live_version(self) -> str | None:
+        """The version CURRENT names now (None while the directory is being replaced)."""
+        try:
+            return (self.root / "CURRENT").read_text().strip()
+        except OSError:
+            return None
+
+    def reopen(self, embedder: str | None = None) -> IndexStore:
+        return IndexStore.open(self.root, embedder=embedder)
 
     def __len__(self) -> int:
         return self.manifest.n_chunks
@@ -301,6 +323,13 @@ class IndexStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def milvus_location(where):
+    """The index.milvus_store.MilvusLocation `where` is or points to (a directory with milvus.json), else None."""
+    from index.milvus_store import pointed  # here: it imports this module (and no pymilvus)
+
+    return pointed(where)
 
 
 @contextmanager
@@ -349,7 +378,7 @@ def build_index(
 def add_to_index(out: str | Path, sources: list[str], embedder: Embedder, *, progress: bool = True,
                  index_type: str = "auto", limits: IngestLimits | None = None, screen: bool = True) -> BuildReport:
     """Add (or refresh) the files under `sources`, keeping everything else the index holds."""
-    if not IndexStore.exists(out):
+    if milvus_location(out) is None and not IndexStore.exists(out):
         raise IndexError_(f"no index at {out}: create one with `python -m index build SRC --out {out}`")
     return update_index(out, embedder, None, add=sources, keep_others=True, progress=progress,
                         index_type=index_type, loader=_loader(limits), screen=screen)
@@ -362,7 +391,7 @@ def _loader(limits: IngestLimits | None) -> Callable[[Path], Document]:
 def remove_from_index(out: str | Path, names: list[str], embedder: Embedder, *,
                       progress: bool = True) -> BuildReport:
     """Drop files by the name shown in results (or their path, or a folder above them)."""
-    if not IndexStore.exists(out):
+    if milvus_location(out) is None and not IndexStore.exists(out):
         raise IndexError_(f"no index at {out}")
     return update_index(out, embedder, None, add=[], keep_others=True, remove=names, progress=progress)
 
@@ -388,6 +417,11 @@ def update_index(
     version keeps are carried over. `loader` parses a new or changed file (index/sandbox.py for uploads).
     `screen` marks prompt injection in every chunk the previous version did not screen with the same model.
     """
+    if (location := milvus_location(out)) is not None:
+        from index.milvus_store import update
+
+        return update(location, embedder, chunking, add=add, keep_others=keep_others, remove=remove, progress=progress,
+                      extra=extra, index_type=index_type, uploads=uploads, loader=loader, screen=screen)
     started = time.time()
     if index_type not in INDEX_TYPES:
         raise IndexError_(f"unknown index type '{index_type}': choose one of {', '.join(INDEX_TYPES)}")
