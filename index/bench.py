@@ -3,6 +3,7 @@
     python -m index.bench [--data ../shared/data/medquad_dev] [--part quality,build,latency]
                           [--sizes 1000,10000,100000] [--queries 200] [--json FILE]
     python -m index.bench --part quality [--fit] [--noisy index/devsets/medquad_noisy.jsonl]
+    python -m index.bench --store milvus [--store-size 100000] [--milvus-uri FILE.db|http://host:19530]
 
 Quality: Recall@5 / MRR@10 / nDCG@10 for bm25, dense, hybrid with the fixed 50/50 fusion, the
 adaptive hybrid (the default) and hybrid+rerank when a reranker is configured, on all MedQuAD dev
@@ -13,6 +14,10 @@ fusion on the even-numbered questions first (index/fit_fusion.py) and reports wi
 Build: chunks/s for sentence-transformers and the int8 ONNX encoder side by side on the same
 300-character chunks, and a full index build. Latency: p50/p95 per query including the query
 embedding, exact flat vs HNSW, at each size; larger sizes are made from the real chunk vectors plus noise.
+Stores (`--store milvus`, `make bench-index STORE=milvus`): FAISS and Milvus side by side. nDCG@10 per mode on
+MedQuAD dev with the same vectors (the FAISS index copied into Milvus), then at `--store-size` chunks (as in
+latency) the store's build rate (writing chunks whose vectors are known: the part of a build that differs;
+embedding is the same for both) and query p50/p95 per mode, with Milvus / FAISS ratios.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from index.noisy import noisy_questions
 from index.quiet import quiet_libraries
 from index.rerank import reranker_available, resolve_reranker
 from index.search import FEATURES, FusionConfig, Searcher
-from index.store import IndexStore, build_index, make_vector_index
+from index.store import HNSW_THRESHOLD, IndexStore, build_index, make_vector_index
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medquad_dev"
 NOISY_DEVSET = Path(__file__).resolve().parent / "devsets" / "medquad_noisy.jsonl"
@@ -251,6 +256,9 @@ class SyntheticStore:
     search_vectors = IndexStore.search_vectors
     cosines = IndexStore.cosines
 
+    def hidden_rows(self, session: str | None) -> np.ndarray:
+        return np.zeros(0, dtype=np.int64)  # no uploads here
+
     def chunks(self, rows) -> dict[int, dict]:
         return {int(r): {"chunk_id": str(r), "source": f"doc{r}", "title": "", "text": self.texts[int(r)],
                          "page": None, "headings": [], "content_hash": str(r)} for r in rows}
@@ -295,10 +303,111 @@ def part_latency(args, embedder: Embedder, results: dict) -> None:
               f"{r['recall@10_vs_flat']} | {r['index_build_s']} |")
 
 
+def part_stores(args, embedder: Embedder, results: dict) -> None:
+    part_stores_quality(args, embedder, results)
+    part_stores_speed(args, embedder, results)
+
+
+def _bench_uri(args, tmp: str, name: str) -> str:
+    # one Lite file per part: pymilvus's connection to an in-process Lite server left idle for minutes (while
+    # FAISS works) was refused on reuse once ("too_many_pings"); a fresh file starts a fresh server
+    return args.milvus_uri or str(Path(tmp) / f"{name}.db")
+
+
+def part_stores_quality(args, embedder: Embedder, results: dict) -> None:
+    from index.milvus_store import MilvusLocation, copy_from
+
+    store, build = medquad_index(args.data, embedder)
+    questions = load_questions(args.data / "questions.jsonl")
+    tmp = tempfile.TemporaryDirectory(prefix="bench-milvus-")
+    uri = _bench_uri(args, tmp.name, "quality")
+    medquad = MilvusLocation(uri=uri, collection="bench_medquad")
+    copy_from(store, medquad, progress=True)
+    milvus = IndexStore.open(medquad)
+    modes = ["dense", "bm25", "hybrid"]
+    quality = {}
+    for name, opened in (("faiss", store), ("milvus", milvus)):
+        quality[name] = {r.mode: r.to_dict() for r in evaluate(Searcher(opened, embedder), questions, modes)}
+    print(f"\n## Stores: MedQuAD dev, {len(questions)} questions, {build['chunks']} chunks, the same vectors "
+          f"(Milvus at {'a server' if '://' in uri else 'Milvus Lite'}; hybrid: FAISS adaptive fusion, Milvus "
+          "hybrid_search)\n")
+    print("| mode | FAISS nDCG@10 | Milvus nDCG@10 | difference |\n|---|---|---|---|")
+    for mode in modes:
+        a, b = quality["faiss"][mode]["ndcg@10"], quality["milvus"][mode]["ndcg@10"]
+        print(f"| {mode} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
+    results["stores_quality"] = {"milvus": "server" if "://" in uri else "lite", "questions": len(questions),
+                                 "chunks": build["chunks"], "ndcg@10": quality}
+    milvus.close()
+    tmp.cleanup()
+
+
+def part_stores_speed(args, embedder: Embedder, results: dict) -> None:
+    from index.chunk import Chunk
+    from index.milvus_store import MilvusLocation, write_all
+    from index.store import Manifest
+
+    store, _ = medquad_index(args.data, embedder)
+    questions = load_questions(args.data / "questions.jsonl")
+    modes = ["dense", "bm25", "hybrid"]
+    tmp = tempfile.TemporaryDirectory(prefix="bench-milvus-")
+    uri = _bench_uri(args, tmp.name, "speed")
+    rows = [r for r, in store.db.execute("SELECT row FROM chunks ORDER BY row")]
+    base = store.vectors.reconstruct_n(0, len(rows))
+    texts = [t for t, in store.db.execute("SELECT text FROM chunks ORDER BY row")]
+    vectors, corpus = synthetic(base, texts, args.store_size, np.random.default_rng(0))
+    kind = "hnsw" if args.store_size >= HNSW_THRESHOLD else "flat"
+    queries = [q["question"] for q in questions][: args.queries]
+    timing: dict[str, dict] = {}
+    for name in ("faiss", "milvus"):
+        started = time.perf_counter()
+        if name == "faiss":
+            opened = SyntheticStore(vectors, corpus, kind, vectors.shape[1])  # vectors + BM25, in memory
+        else:
+            location = MilvusLocation(uri=uri, collection="bench_synthetic")
+            kept = [(Chunk(text=t, source=f"doc{i}", title=""), v, f"doc{i}")
+                    for i, (t, v) in enumerate(zip(corpus, vectors, strict=True))]
+            manifest = Manifest(embedder=embedder.name, dimension=vectors.shape[1], chunk_size=200, chunk_overlap=40,
+                                n_chunks=len(kept), n_files=len(kept), index_type=kind)
+            write_all(location, kept, manifest, progress=True)
+            opened = IndexStore.open(location)
+        seconds = time.perf_counter() - started
+        searcher = Searcher(opened, embedder)
+        row = {"build_s": round(seconds, 1), "chunks_per_s": round(len(corpus) / seconds, 1)}
+        for mode in modes:
+            searcher.search(queries[0], k=5, mode=mode)  # warm
+            times = []
+            for q in queries:
+                begun = time.perf_counter()
+                searcher.search(q, k=5, mode=mode)
+                times.append((time.perf_counter() - begun) * 1000)
+            times.sort()
+            row[mode] = {"p50_ms": round(statistics.median(times), 2),
+                         "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2)}
+        timing[name] = row
+    f, m = timing["faiss"], timing["milvus"]
+    print(f"\n## Stores at {len(corpus):,} chunks ({kind}; {len(queries)} queries, k=5, query embedding included)\n")
+    print("| | FAISS | Milvus | Milvus / FAISS |\n|---|---|---|---|")
+    print(f"| build (write chunks with known vectors), chunks/s | {f['chunks_per_s']} | {m['chunks_per_s']} | "
+          f"{m['chunks_per_s'] / f['chunks_per_s']:.2f}x |")
+    for mode in modes:
+        print(f"| {mode} query p50 / p95 ms | {f[mode]['p50_ms']} / {f[mode]['p95_ms']} | {m[mode]['p50_ms']} / "
+              f"{m[mode]['p95_ms']} | {m[mode]['p50_ms'] / f[mode]['p50_ms']:.2f}x |")
+    results["stores_speed"] = {"milvus": "server" if "://" in uri else "lite", "size": len(corpus), "index": kind,
+                               "queries": len(queries), "timing": timing}
+    opened.close()
+    tmp.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m index.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a folder like ../shared/data/medquad_dev")
-    p.add_argument("--part", default="quality,build,latency")
+    p.add_argument("--part", default=None,
+                   help="quality,build,latency (the default); stores (= stores-quality,stores-speed: the "
+                        "default with --store milvus)")
+    p.add_argument("--store", default="faiss", choices=("faiss", "milvus"),
+                   help="milvus: compare the Milvus store with FAISS (part stores)")
+    p.add_argument("--store-size", type=int, default=100_000, help="chunks for the stores part's build and latency")
+    p.add_argument("--milvus-uri", default=None, help="a Milvus server to use (default: a Milvus Lite file in /tmp)")
     p.add_argument("--sizes", default="1000,10000,100000")
     p.add_argument("--queries", type=int, default=200, help="questions timed per latency row")
     p.add_argument("--build-chunks", type=int, default=1500)
@@ -316,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     embedder = Embedder()
     print(f"embedder: {embedder.spec} ({embedder.resolved_backend})")
     results: dict = {"embedder_backend": embedder.resolved_backend}
-    parts = {"quality": part_quality, "build": part_build, "latency": part_latency}
+    parts = {"quality": part_quality, "build": part_build, "latency": part_latency, "stores": part_stores,
+             "stores-quality": part_stores_quality, "stores-speed": part_stores_speed}
+    args.part = args.part or ("stores" if args.store == "milvus" else "quality,build,latency")
     for name in args.part.split(","):
         parts[name.strip()](args, embedder, results)
     if args.json:
