@@ -24,12 +24,7 @@ from assistant.packs import available_packs
 from assistant.tools.evidence_fit import add_fit_evidence_command
 from assistant.tools.grounding_fit import add_fit_command
 from assistant.understanding.intents_cli import add_intents_commands
-from index.errors import SettingError, UserError
-from index.quiet import quiet_libraries
-from index.store import IndexError_
-
-USER_ERRORS = (UserError, IndexError_)  # anything else is a bug: it ends with its traceback
-
+from index.errors import SettingError, run_cli
 
 AUDIT_URL_HELP = ("the audit log in PostgreSQL, postgresql://user@host:port/database (needs the postgres extra; "
                   "default $RA_AUDIT_URL; unset: SQLite under the data directory)")
@@ -398,13 +393,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    quiet_libraries()
-    try:
-        return args.func(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(parser(), argv)  # a UserError is one line, anything else a bug with its traceback
 
 
 if __name__ == "__main__":

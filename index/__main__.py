@@ -37,16 +37,15 @@ import time
 from pathlib import Path
 
 from index.chunk import ChunkConfig
-from index.embed import EMBED_BACKENDS, ModelSpecError, resolve_embedder
-from index.evaluate import QuestionsError, evaluate, format_table, load_questions, read_jsonl
+from index.embed import EMBED_BACKENDS, resolve_embedder
+from index.errors import SettingError, run_cli
+from index.evaluate import evaluate, format_table, load_questions, read_jsonl
 from index.limits import IngestLimits
 from index.milvus_store import STORES, location_for, write_pointer
-from index.quiet import quiet_libraries
 from index.rerank import default_reranker_spec, reranker_available, resolve_reranker
 from index.search import MODES, Searcher
 from index.store import (
     INDEX_TYPES,
-    IndexError_,
     IndexStore,
     add_to_index,
     build_index,
@@ -117,14 +116,14 @@ def _read_queries(path: str) -> list[tuple[str, str]]:
     queries = []
     for number, record in read_jsonl(path, "queries file"):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"{path}, line {number}: needs {{\"qid\", \"text\"}}")
+            raise SettingError(f"{path}, line {number}: needs {{\"qid\", \"text\"}}")
         queries.append((str(record.get("qid", number)), record["text"]))
     return queries
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.queries is None):
-        raise ValueError("give either a query TEXT or --queries FILE.jsonl")
+        raise SettingError("give either a query TEXT or --queries FILE.jsonl")
     searcher = _searcher(args)
     if args.queries:
         queries = _read_queries(args.queries)
@@ -157,7 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ("bm25", "dense", "hybrid", *(("hybrid+rerank",) if reranker_available(args.reranker) else ())))
     for mode in modes:
         if mode.removesuffix("+rerank") not in MODES:
-            raise ValueError(f"unknown mode '{mode}': use {', '.join(MODES)}, optionally with +rerank")
+            raise SettingError(f"unknown mode '{mode}': use {', '.join(MODES)}, optionally with +rerank")
     args.rerank = any(m.endswith("+rerank") for m in modes)
     results = evaluate(_searcher(args), questions, modes)
     if args.json:
@@ -235,12 +234,12 @@ def _audit_log(args: argparse.Namespace):
     if not target and index.parent.name == "indexes":  # DATA/indexes/<pack>, the assistant's layout
         target = index.parent.parent / "audit.sqlite"
     if not target:
-        raise ValueError(f"{index} is not in an assistant data folder (DATA/indexes/NAME): "
+        raise SettingError(f"{index} is not in an assistant data folder (DATA/indexes/NAME): "
                          "say where to record the decision with --audit FILE")
     try:
         return AuditLog(target)
     except AuditStoreError as exc:  # this command's errors are ValueErrors: one line, no traceback
-        raise ValueError(str(exc)) from exc
+        raise SettingError(str(exc)) from exc
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -372,13 +371,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    quiet_libraries()
-    try:
-        return args.func(args)
-    except (ModelSpecError, IndexError_, QuestionsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(parser(), argv)
 
 
 if __name__ == "__main__":

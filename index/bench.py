@@ -46,6 +46,16 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 NOISY_DEVSET = Path(__file__).resolve().parent / "devsets" / "medquad_noisy.jsonl"
 
 
+def query_times(searcher, queries: list[str], mode: str, k: int = 5) -> list[float]:
+    """Milliseconds per query, sorted (one search each, as a user would send them)."""
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        searcher.search(q, k=k, mode=mode)
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)
+
+
 def bench_cache() -> Path:
     from index.onnx_embed import cache_dir
 
@@ -285,12 +295,7 @@ def part_latency(args, embedder: Embedder, results: dict) -> None:
                 exact = found
             recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)]))
             for mode in ("dense", "hybrid"):
-                times = []
-                for q in questions:
-                    started = time.perf_counter()
-                    searcher.search(q, k=5, mode=mode)
-                    times.append((time.perf_counter() - started) * 1000)
-                times.sort()
+                times = query_times(searcher, questions, mode)
                 row = {"chunks": size, "index": kind, "mode": mode, "p50_ms": round(statistics.median(times), 2),
                        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2), "recall@10_vs_flat": round(recall, 4),
                        "index_build_s": round(syn.build_seconds, 2)}
@@ -375,12 +380,7 @@ def part_stores_speed(args, embedder: Embedder, results: dict) -> None:
         row = {"build_s": round(seconds, 1), "chunks_per_s": round(len(corpus) / seconds, 1)}
         for mode in modes:
             searcher.search(queries[0], k=5, mode=mode)  # warm
-            times = []
-            for q in queries:
-                begun = time.perf_counter()
-                searcher.search(q, k=5, mode=mode)
-                times.append((time.perf_counter() - begun) * 1000)
-            times.sort()
+            times = query_times(searcher, queries, mode)
             row[mode] = {"p50_ms": round(statistics.median(times), 2),
                          "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2)}
         timing[name] = row

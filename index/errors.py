@@ -12,6 +12,9 @@ It lives in `index`, the layer every other part imports. Subclasses keep `ValueE
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 
 class UserError(Exception):
     """Something the user can fix; the message says what to do."""
@@ -23,3 +26,18 @@ class SettingError(UserError, ValueError):
 
 def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, UserError)
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+            user_errors: tuple[type[BaseException], ...] = (UserError,)) -> int:
+    """Parse `argv`, run the chosen command (`args.func`), and show a user error as one line with exit
+    code 2. Anything else is a bug: it ends with its traceback."""
+    from index.quiet import quiet_libraries
+
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    try:
+        return args.func(args)
+    except user_errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index.errors import UserError
 from index.search import Searcher
 
 DEPTH = 30  # chunk hits fetched per question; enough for ten distinct documents in practice
 
 
-class QuestionsError(ValueError):
+
+class QuestionsError(UserError, ValueError):
     """A questions file that cannot be used; the message names the line."""
 
 

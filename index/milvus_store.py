@@ -56,10 +56,10 @@ from pathlib import Path
 import numpy as np
 
 from index.bm25 import _stopwords
-from index.chunk import Chunk, ChunkConfig, chunk_document, tokenizer_counter
+from index.chunk import Chunk, ChunkConfig, tokenizer_counter
 from index.embed import Embedder
 from index.errors import UserError
-from index.ingest import IngestError, load_document
+from index.ingest import load_document
 from index.store import (
     FORMAT_VERSION,
     HNSW_EF_CONSTRUCTION,
@@ -69,11 +69,13 @@ from index.store import (
     BuildReport,
     IndexError_,
     Manifest,
+    PrivateUploads,
     UploadRecord,
-    _display_names,
     _matching,
     _screen,
     file_sha256,
+    names_to_index,
+    read_chunks,
 )
 
 STORES = ("faiss", "milvus")
@@ -273,7 +275,7 @@ def _record(entity: dict) -> dict:
     return record
 
 
-class MilvusStore:
+class MilvusStore(PrivateUploads):
     """The reading side of an index in Milvus, with the methods of index.store.IndexStore that the searcher,
     the assistant and the CLI use; `rank` searches in the engine (see the module doc)."""
 
@@ -469,17 +471,6 @@ class MilvusStore:
             self._hashes = {e["content_hash"] for e in self.scan(["content_hash"])}
         return self._hashes
 
-    def hidden_rows(self, session: str | None) -> np.ndarray:
-        """Rows of private uploads that `session` did not make: what its searches must not see."""
-        if self._private_rows is None:
-            owned: dict[str, list[int]] = {}
-            for record in self.uploads().values():
-                if record.status == "private":
-                    owned.setdefault(record.session or "", []).extend(self.rows_for_path(record.path))
-            self._private_rows = {k: np.array(v, dtype=np.int64) for k, v in owned.items()}
-        parts = [rows for owner, rows in self._private_rows.items() if session is None or owner != session]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
     @property
     def db(self):
         """The chunk table as an in-memory SQLite database (no vectors), for callers that read chunks with SQL
@@ -653,11 +644,7 @@ def update(location: MilvusLocation, embedder: Embedder, chunking: ChunkConfig |
         kind = previous.manifest.index_type
 
     old_files = previous.files() if previous is not None else {}
-    names = _display_names(add)
-    if not keep_others:  # a rebuild keeps the uploads still waiting for an administrator
-        for key, record in old_uploads.items():
-            if record.status == "private" and Path(key).is_file():
-                names.setdefault(Path(key), record.source)
+    names = names_to_index(add, old_uploads, keep_others)
     incoming = {str(p) for p in names}
     if keep_others:
         gone = _matching(old_files, remove or [])
@@ -686,13 +673,9 @@ def update(location: MilvusLocation, embedder: Embedder, chunking: ChunkConfig |
         if old is not None:
             replaced.add(key)
             files.pop(key, None)
-        try:
-            doc = loader(path)
-        except IngestError as exc:
-            skipped.append((name, str(exc)))
+        chunks = read_chunks(loader, path, name, count, chunking, digest, skipped)
+        if chunks is None:
             continue
-        doc.source = name
-        chunks = chunk_document(doc, count, chunking, file_hash=digest)
         fresh += [(c, key) for c in chunks]
         files[key] = {"source": name, "file_hash": digest, "n_chunks": len(chunks)}
         indexed += 1

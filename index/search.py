@@ -35,6 +35,7 @@ import numpy as np
 
 from index.bm25 import tokenize
 from index.embed import Embedder
+from index.errors import SettingError
 from index.rerank import Reranker
 from index.store import IndexError_, IndexStore
 
@@ -87,9 +88,9 @@ class FusionConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.dense_weight <= 1:
-            raise ValueError(f"FusionConfig.dense_weight must be in [0, 1], not {self.dense_weight}")
+            raise SettingError(f"FusionConfig.dense_weight must be in [0, 1], not {self.dense_weight}")
         if len(self.coefs) != len(FEATURES):
-            raise ValueError(f"FusionConfig.coefs needs {len(FEATURES)} values, one per feature in "
+            raise SettingError(f"FusionConfig.coefs needs {len(FEATURES)} values, one per feature in "
                              f"{', '.join(FEATURES)}; got {len(self.coefs)}")
 
     def weight(self, features: np.ndarray) -> float:
@@ -137,7 +138,7 @@ class Searcher:
     def __init__(self, store: IndexStore, embedder: Embedder, reranker: Reranker | None = None,
                  fusion: FusionConfig | None = None):
         if store.manifest.embedder != embedder.name:
-            raise ValueError(
+            raise SettingError(
                 f"index was built with embedder '{store.manifest.embedder}', not '{embedder.name}'"
             )
         self.store, self.embedder, self.reranker = store, embedder, reranker
@@ -159,9 +160,9 @@ class Searcher:
                     session: str | None = None) -> list[list[Hit]]:
         """Search several queries at once: one batched embedding call, then per-query fusion."""
         if mode not in MODES:
-            raise ValueError(f"unknown search mode '{mode}': choose one of {', '.join(MODES)}")
+            raise SettingError(f"unknown search mode '{mode}': choose one of {', '.join(MODES)}")
         if rerank and self.reranker is None:
-            raise ValueError("reranking asked for but no reranker is configured (--reranker or RA_RERANKER)")
+            raise SettingError("reranking asked for but no reranker is configured (--reranker or RA_RERANKER)")
         store = self.store  # one version from start to end: row numbers never mix versions
         results: list[list[Hit]] = [[] for _ in queries]
         live = [i for i, q in enumerate(queries) if q.strip()]
@@ -189,9 +190,9 @@ class Searcher:
         """Each query's hybrid candidates before fusion, as search_many(k=k) sees them (for fitting)."""
         store = self.store
         if len(store) == 0:
-            raise ValueError("the index is empty: build it first (python -m index build)")
+            raise SettingError("the index is empty: build it first (python -m index build)")
         if getattr(store, "native_ranking", False):
-            raise ValueError("fitting the adaptive fusion needs a FAISS index (every chunk's BM25 score): "
+            raise SettingError("fitting the adaptive fusion needs a FAISS index (every chunk's BM25 score): "
                              "build one with `python -m index build SRC --out DIR` and fit on it")
         hidden = store.hidden_rows(None)
         vectors = self.embedder.encode(list(queries))

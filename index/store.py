@@ -45,6 +45,7 @@ from tqdm import tqdm
 from index.bm25 import BM25Index
 from index.chunk import Chunk, ChunkConfig, chunk_document, tokenizer_counter
 from index.embed import Embedder
+from index.errors import UserError
 from index.ingest import Document, IngestError, iter_files, load_document
 from index.limits import IngestLimits
 
@@ -58,7 +59,7 @@ HNSW_EF_CONSTRUCTION = 80
 INDEX_TYPES = ("auto", "flat", "hnsw")
 
 
-class IndexError_(RuntimeError):
+class IndexError_(UserError, RuntimeError):
     """An index that cannot be opened or updated as asked; the message says what to do."""
 
 
@@ -152,7 +153,48 @@ CREATE TABLE quarantine (content_hash TEXT PRIMARY KEY, units TEXT);
 _UPLOAD_COLUMNS = [f.name for f in fields(UploadRecord)]
 
 
-class IndexStore:
+class PrivateUploads:
+    """What every store (FAISS, Milvus) derives from its upload records: the rows a session may not see.
+    The store provides `uploads()`, `rows_for_path()` and a `_private_rows` cache (None until used)."""
+
+    _private_rows: dict[str, np.ndarray] | None
+
+    def hidden_rows(self, session: str | None) -> np.ndarray:
+        """Rows of private uploads that `session` did not make: what its searches must not see."""
+        if self._private_rows is None:
+            owned: dict[str, list[int]] = {}
+            for record in self.uploads().values():
+                if record.status == "private":
+                    owned.setdefault(record.session or "", []).extend(self.rows_for_path(record.path))
+            self._private_rows = {k: np.array(v, dtype=np.int64) for k, v in owned.items()}
+        parts = [rows for owner, rows in self._private_rows.items() if session is None or owner != session]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def names_to_index(add: list[str], old_uploads: dict[str, UploadRecord], keep_others: bool) -> dict[Path, str]:
+    """The files to read, with their display names; a rebuild keeps the uploads still waiting for an
+    administrator."""
+    names = _display_names(add)
+    if not keep_others:
+        for key, record in old_uploads.items():
+            if record.status == "private" and Path(key).is_file():
+                names.setdefault(Path(key), record.source)
+    return names
+
+
+def read_chunks(loader: Callable[[Path], Document], path: Path, name: str, count, chunking, digest: str,
+                skipped: list[tuple[str, str]]) -> list[Chunk] | None:
+    """The file's chunks, or None with its reason appended to `skipped` when it cannot be read."""
+    try:
+        doc = loader(path)
+    except IngestError as exc:
+        skipped.append((name, str(exc)))
+        return None
+    doc.source = name
+    return chunk_document(doc, count, chunking, file_hash=digest)
+
+
+class IndexStore(PrivateUploads):
     """A read-only view of one version of an index directory."""
 
     def __init__(self, root: Path, version: str, manifest: Manifest, vectors, db: sqlite3.Connection):
@@ -214,17 +256,6 @@ class IndexStore:
         if self._hashes is None:
             self._hashes = {h for (h,) in self.db.execute("SELECT DISTINCT content_hash FROM chunks")}
         return self._hashes
-
-    def hidden_rows(self, session: str | None) -> np.ndarray:
-        """Rows of private uploads that `session` did not make: what its searches must not see."""
-        if self._private_rows is None:
-            owned: dict[str, list[int]] = {}
-            for record in self.uploads().values():
-                if record.status == "private":
-                    owned.setdefault(record.session or "", []).extend(self.rows_for_path(record.path))
-            self._private_rows = {k: np.array(v, dtype=np.int64) for k, v in owned.items()}
-        parts = [rows for owner, rows in self._private_rows.items() if session is None or owner != session]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def cosines(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact cosine of the query with the stored vectors of `rows`."""
@@ -454,11 +485,7 @@ def update_index(
         )
         old_files = previous.files() if previous is not None else {}
         old_uploads = previous.uploads() if previous is not None else {}
-        names = _display_names(add)
-        if not keep_others:  # a rebuild keeps the uploads still waiting for an administrator
-            for key, record in old_uploads.items():
-                if record.status == "private" and Path(key).is_file():
-                    names.setdefault(Path(key), record.source)
+        names = names_to_index(add, old_uploads, keep_others)
         count = tokenizer_counter(embedder.tokenizer)
 
         kept: list[tuple[Chunk, np.ndarray | None, str]] = []
@@ -493,13 +520,9 @@ def update_index(
                 files[key] = (name, digest, len(stored))
                 reused += 1
                 continue
-            try:
-                doc = loader(path)
-            except IngestError as exc:
-                skipped.append((name, str(exc)))
+            chunks = read_chunks(loader, path, name, count, chunking, digest, skipped)
+            if chunks is None:
                 continue
-            doc.source = name
-            chunks = chunk_document(doc, count, chunking, file_hash=digest)
             kept += [(c, None, key) for c in chunks]
             files[key] = (name, digest, len(chunks))
             indexed += 1
