@@ -196,7 +196,8 @@ class RuntimeEvidence:
 
     def verified(self, answer: str, question: str, evidence: list[Evidence]) -> bool:
         checks = self.verifier.check(answer, question, [(e.n, e.text) for e in evidence])
-        return bool(checks) and all(c.status == "verified" for c in checks)
+        # "restated": verified, and only repeating one evidence sentence (the answer then shows the quote alone)
+        return bool(checks) and all(c.status in ("verified", "restated") for c in checks)
 
 
 _ASKING = re.compile(r"(?i)^(?:how|what|who|when|where|which|why|can|do|does|is|are|will|should)\b")

@@ -288,7 +288,7 @@ def test_evidence_dialogues_are_what_the_assistant_prompts_and_pass_verification
         assert [system, user] == build_evidence_messages(bank.system_prompt, user["content"], evidence)
         assert pack_data.question_key(user["content"]) not in held_out
         checks = verifier.check(assistant["content"], user["content"], [(n, text) for n, _, text in evidence])
-        assert 1 <= len(checks) <= 2 and all(c.status == "verified" for c in checks), (assistant, checks)
+        assert 1 <= len(checks) <= 2 and all(c.status in ("verified", "restated") for c in checks), (assistant, checks)
 
     answered = 0
     for row in rows:
@@ -300,7 +300,7 @@ def test_evidence_dialogues_are_what_the_assistant_prompts_and_pass_verification
         answered += 1
         assert replay.prompts[-1] == row["messages"][:2]
         generated = [s["status"] for s in response.sentences if s["status"] != "quoted"]
-        assert generated == ["verified"] * target.count("["), response.sentences
+        assert len(generated) == target.count("[") and set(generated) <= {"verified", "restated"}, response.sentences
     assert answered >= 4
 
 
