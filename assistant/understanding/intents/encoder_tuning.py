@@ -13,14 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from assistant.understanding.intents.classifier import (
-    ENCODER_DIR,
-    Head,
-    HeadEncoder,
-    IntentClassifier,
-    _saved_spec,
-    calibrate_threshold,
-)
+from assistant.understanding.intents import classifier as intent_model
 from assistant.understanding.intents.data import IntentDataError, stratified_split
 from assistant.understanding.intents.linear import _encode, _fit_lr, _lr_head, _pick_c
 from assistant.understanding.intents.options import CalibrationConfig, FinetuneConfig, LinearConfig
@@ -158,8 +151,8 @@ def _encode_torch(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
 
 
 def _train_finetune(texts, labels, embedder: Embedder, seed, progress, linear: LinearConfig,
-                    config: FinetuneConfig, calib: CalibrationConfig) -> IntentClassifier:
-    embedder_spec = _saved_spec(embedder)
+                    config: FinetuneConfig, calib: CalibrationConfig) -> intent_model.IntentClassifier:
+    embedder_spec = intent_model._saved_spec(embedder)
     label_set = sorted(set(labels))
     y = np.array([label_set.index(lab) for lab in labels])
     fit, held = stratified_split(labels, config.holdout, seed)
@@ -171,10 +164,10 @@ def _train_finetune(texts, labels, embedder: Embedder, seed, progress, linear: L
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
 
     tmp = tempfile.TemporaryDirectory(prefix="ra-intents-")
-    encoder_dir = Path(tmp.name) / ENCODER_DIR
+    encoder_dir = Path(tmp.name) / intent_model.ENCODER_DIR
     model, weight = finetune_encoder([texts[i] for i in fit], y[fit], embedder.path,
                                      centroids, config, encoder_dir, seed, progress)
-    tuned = Head(encoder=ENCODER_DIR, weight=(config.scale * weight).astype(np.float32),
+    tuned = intent_model.Head(encoder=intent_model.ENCODER_DIR, weight=(config.scale * weight).astype(np.float32),
                  bias=np.zeros(len(label_set), dtype=np.float32))
     probs_tuned = tuned.probabilities(_encode_torch(model, [texts[i] for i in held]))
     del model
@@ -196,9 +189,9 @@ def _train_finetune(texts, labels, embedder: Embedder, seed, progress, linear: L
             lr = _lr_head(_fit_lr(frozen, y, c, linear, seed), len(label_set), embedder_spec)
             tuned.share, lr.share = 1 - share, share
             heads.append(lr)
-    threshold, calibration = calibrate_threshold(probs, [labels[i] for i in held], label_set, calib)
+    threshold, calibration = intent_model.calibrate_threshold(probs, [labels[i] for i in held], label_set, calib)
     info.update(calibration=calibration, finetune=asdict(config))
-    clf = IntentClassifier(label_set, heads, threshold, mode="finetune", encoder_dir=encoder_dir, info=info)
+    clf = intent_model.IntentClassifier(label_set, heads, threshold, mode="finetune", encoder_dir=encoder_dir, info=info)
     clf._tmp = tmp
-    clf._encoders[embedder_spec] = HeadEncoder(embedder)
+    clf._encoders[embedder_spec] = intent_model.HeadEncoder(embedder)
     return clf
