@@ -546,8 +546,9 @@ def _to_hnsw(call: _Calls, location: MilvusLocation) -> None:
 
 def _repack(call: _Calls, location: MilvusLocation, progress: bool) -> None:
     """Rewrite every row into one new segment (stored vectors, nothing re-embedded): Milvus Lite 3.2.2 takes BM25
-    statistics per segment (a TODO in its engine/collection.py), so the rows an update adds would be scored
-    against themselves alone; its compact() is a no-op. A Milvus server keeps collection-wide statistics."""
+    statistics per segment (its engine/collection.py has no cross-segment statistics yet), so the rows an
+    update adds would be scored against themselves alone; its compact() is a no-op. A Milvus server keeps
+    collection-wide statistics."""
     from tqdm import tqdm
 
     fields = [f for f in _CHUNK_FIELDS if f != "row"] + ["search_text", "dense"]
