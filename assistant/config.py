@@ -25,6 +25,7 @@ ANSWER_MODES = ("evidence", "quote", "generative")
 BACKENDS = ("auto", "transformers", "llama-cpp", "openai")
 GGUF_QUANTS = ("auto", "as-is", "q8_0", "q4_0")
 SEARCH_MODES = MODES
+INTENT_MODES = ("finetune", "linear")  # how a pack's intent classifier is trained (assistant/understanding/intents)
 
 
 # each setting the environment may give, and its variable; read in one place, AssistantConfig.load
@@ -32,7 +33,7 @@ ENVIRONMENT = {
     "domain": "RA_DOMAIN", "model": "RA_MODEL", "embedder": "RA_EMBEDDER", "adapter": "RA_ADAPTER",
     "device": "RA_DEVICE", "data_dir": "RA_DATA_DIR", "backend": "RA_BACKEND", "base_url": "RA_OPENAI_BASE_URL",
     "gguf_quant": "RA_GGUF_QUANT", "grounding": "RA_GROUNDING", "answer_mode": "RA_ANSWER_MODE",
-    "audit_url": "RA_AUDIT_URL",
+    "audit_url": "RA_AUDIT_URL", "intent_mode": "RA_INTENT_MODE",
 }
 SETTINGS_ENV = "RA_SETTINGS"  # a settings file, when --settings is not given
 
@@ -70,6 +71,10 @@ class AssistantConfig:
     pool_min_score: float = 0.20  # cosine floor for the evidence pool (evidence selection then decides)
     # the audit log in PostgreSQL (postgresql://user@host:port/db, the `postgres` extra); None: SQLite at audit_path
     audit_url: str | None = None
+    # the pack's intent classifier, trained on first use and cached: finetune (the encoder tuned on the pack's
+    # intents, ~45 s on 2 cores; 5-fold CV on the packs' intents.csv: bank 85.1 -> 86.7 %, hospital 83.5 -> 86.7 %
+    # against linear) or linear (frozen embedder + logistic regression, seconds)
+    intent_mode: str = "finetune"
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
@@ -84,6 +89,8 @@ class AssistantConfig:
             raise SettingError(f"--gguf-quant must be one of {', '.join(GGUF_QUANTS)} (got {self.gguf_quant})")
         if self.answer_mode not in ANSWER_MODES:
             raise SettingError(f"--answer-mode must be one of {', '.join(ANSWER_MODES)} (got {self.answer_mode})")
+        if self.intent_mode not in INTENT_MODES:
+            raise SettingError(f"--intent-mode must be one of {', '.join(INTENT_MODES)} (got {self.intent_mode})")
         if not -1.0 <= self.pool_min_score <= 1.0:
             raise SettingError(f"--pool-min-score is a cosine similarity between -1 and 1 (got {self.pool_min_score})")
         if not 1 <= self.pool_k <= 100:

@@ -52,6 +52,7 @@ from assistant.understanding.routing import asks_about
 from assistant.understanding.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
 from index.errors import SettingError
+from index.onnx_embed import cache_dir
 from index.search import Hit, Searcher
 from index.store import BuildReport, IndexError_, IndexStore, build_index
 from index.uploads import Uploader, UploadReport, UploadSettings, add_uploads
@@ -164,26 +165,45 @@ OVERRIDE_SCORE = 0.56  # an "off-topic" message is answered only when its best e
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
 
-def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path) -> IntentClassifier:
-    """The pack's intent model: trained from intents.csv on first use (seconds), reused after that."""
-    digest = hashlib.sha256(pack.intents_file.read_bytes()).hexdigest()[:12]
-    target = data_dir / "intents" / f"{pack.name}-{digest}"
-    if (target / "classifier.json").exists():
-        try:
-            return IntentClassifier.load(target, embedder=embedder)
-        except (OSError, ValueError):  # damaged: retrain below
-            shutil.rmtree(target, ignore_errors=True)
+INTENT_RECIPE = 2  # bump when training changes, so that cached classifiers are trained again
+
+
+def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path, mode: str = "finetune",
+                      progress: bool = False) -> IntentClassifier:
+    """The pack's intent model, trained from intents.csv on first use and reused after that.
+
+    It is saved under the data directory and copied to the user cache, both keyed by the intents file, the
+    embedder and the mode, so a second data directory on the machine (a test, another deployment) loads the
+    cached one instead of training again (fine-tuning takes about a minute on 2 cores)."""
+    recipe = f"{embedder.name}\0{mode}\0{INTENT_RECIPE}\0".encode()
+    digest = hashlib.sha256(recipe + pack.intents_file.read_bytes()).hexdigest()[:12]
+    name = f"{pack.name}-{mode}-{digest}"
+    target = data_dir / "intents" / name
+    cached = cache_dir() / "intents" / name
+    for place in (target, cached):
+        if (place / "classifier.json").exists():
+            try:
+                return IntentClassifier.load(place, embedder=embedder)
+            except (OSError, ValueError):  # damaged: train again below
+                shutil.rmtree(place, ignore_errors=True)
     texts, labels = load_utterances(pack.intents_file)
     unknown = sorted(set(labels) - set(pack.intents) - {OUT_OF_SCOPE})
     if unknown:
         raise SettingError(f"{pack.intents_file}: labels not defined in pack.yaml: {', '.join(unknown)}")
-    classifier = IntentClassifier.train(texts, labels, mode="linear", embedder=embedder, progress=False)
-    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}-{threading.get_ident()}")
-    classifier.save(tmp)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process finished the same training first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    if progress or mode == "finetune":
+        log.info("training the %s pack's intent classifier (%s mode, %d messages); once per intents file",
+                 pack.name, mode, len(texts))
+    classifier = IntentClassifier.train(texts, labels, mode=mode, embedder=embedder, progress=progress)
+    for place in (target, cached):
+        tmp = place.with_name(f".tmp-{place.name}-{os.getpid()}-{threading.get_ident()}")
+        try:
+            if place == target:
+                classifier.save(tmp)
+            else:
+                shutil.copytree(target, tmp)
+            tmp.rename(place)
+        except OSError:  # another process saved the same classifier first (keep theirs), or no cache to write
+            shutil.rmtree(tmp, ignore_errors=True)
     return IntentClassifier.load(target, embedder=embedder)
 
 
@@ -210,7 +230,8 @@ class Assistant:
         self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress,
                                          uploads=uploads_root(self.config.data_dir, self.pack))
         self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
-        self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir)
+        self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir,
+                                            self.config.intent_mode, progress=progress)
         self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))
         self.selector = EvidenceSelector.for_store(self.searcher.store, self.embedder)
         self.injection = InjectionDetector.load(self.embedder)

@@ -237,7 +237,7 @@ def test_unknown_training_option_is_named(embedder):
 
 def test_cli_train_predict_eval(train_csv, tmp_path, capsys):
     model = tmp_path / "model"
-    assert cli("intents", "train", "--data", str(train_csv), "--out", str(model)) == 0
+    assert cli("intents", "train", "--data", str(train_csv), "--out", str(model), "--mode", "linear") == 0
     assert "trained linear classifier" in capsys.readouterr().out
 
     messages = ["tell me a joke about cats", "I lost my card", "what time does the branch close",
@@ -269,7 +269,7 @@ def test_cli_user_errors_are_value_errors(tmp_path):
         cli("intents", "train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m"))
     data = write_csv(tmp_path / "tiny.csv", [("a", "x"), ("b", "x"), ("c", "y"), ("d", "y")])
     with pytest.raises(ValueError, match="--epochs only apply to --mode finetune"):
-        cli("intents", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "2")
+        cli("intents", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--mode", "linear", "--epochs", "2")
 
 
 # ------------------------------------------------------------------------------------ finetune

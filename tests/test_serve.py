@@ -10,7 +10,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -56,28 +55,27 @@ class Server:
         return rows[0]
 
 
-def prepare(data_dir: Path, shared: Path, embedder) -> None:
-    """Build the packs' indexes here, and take their intent models from the test session's data directory
-    (trained there once for every test), so that the two workers only load them."""
+def prepare(data_dir: Path, embedder) -> None:
+    """Build the packs' indexes here and make sure their intent models are trained (once per machine: the
+    user cache keeps them), so that the two workers only load them."""
     from assistant.packs import load_pack
     from assistant.pipeline import ensure_classifier, ensure_index, uploads_root
 
     for domain in ("bank", "hospital"):
         pack = load_pack(domain)
-        ensure_classifier(pack, embedder, shared)
+        ensure_classifier(pack, embedder, data_dir)
         ensure_index(pack, embedder, data_dir / "indexes" / domain, uploads=uploads_root(data_dir, pack))
-    shutil.copytree(shared / "intents", data_dir / "intents", dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, data_dir, embedder):
+def api(tmp_path_factory, embedder):
     root = tmp_path_factory.mktemp("api")
     tokens = root / "tokens.txt"
     tokens.write_text(f"# test clients\nalice:{ALICE}\n{BARE}\n")
     tokens.chmod(0o600)
     port = free_port()
     server = Server(url=f"http://127.0.0.1:{port}", data_dir=root / "data", log=root / "serve.log")
-    prepare(server.data_dir, data_dir, embedder)
+    prepare(server.data_dir, embedder)
     with open(server.log, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "assistant", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -328,10 +326,10 @@ def test_concurrent_chats_are_each_audited_once(api):
         assert row["session_id"] == f"s-load-{n}" and row["answer"]
 
 
-def test_bench_serve_two_workers_on_one_postgresql_audit_store(tmp_path, data_dir, embedder, postgres):
+def test_bench_serve_two_workers_on_one_postgresql_audit_store(tmp_path, embedder, postgres):
     """`make bench-serve` with PostgreSQL: 2 worker processes, one FAISS index, one PostgreSQL audit store;
     every answered chat is audited exactly once, under the token's user."""
-    prepare(tmp_path / "data", data_dir, embedder)
+    prepare(tmp_path / "data", embedder)
     url = postgres.new_database()
     out = tmp_path / "bench.json"
     result = subprocess.run(

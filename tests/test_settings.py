@@ -31,6 +31,10 @@ def test_each_source_overrides_the_one_before(tmp_path, monkeypatch):
 def test_bad_settings_are_user_errors(tmp_path):
     with pytest.raises(SettingError, match="--answer-mode must be one of"):
         AssistantConfig.load(env={"RA_ANSWER_MODE": "poetry"})
+    with pytest.raises(SettingError, match="--intent-mode must be one of finetune, linear"):
+        AssistantConfig.load(env={"RA_INTENT_MODE": "regex"})
+    assert AssistantConfig.load(env={}).intent_mode == "finetune"
+    assert AssistantConfig.load(env={"RA_INTENT_MODE": "linear"}).intent_mode == "linear"
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('modle = "typo.gguf"\n')
     with pytest.raises(SettingError, match="unknown setting.*modle"):
@@ -54,6 +58,7 @@ def test_cli_and_ui_read_the_same_settings(tmp_path, monkeypatch):
     cli = config_from(cli_parser().parse_args(["ask", "hi"]))
     assert (cli.model, cli.answer_mode) == ("from-env.gguf", "quote")
     assert config_from(cli_parser().parse_args(["ask", "hi", "--answer-mode", "generative"])).answer_mode == "generative"
+    assert config_from(cli_parser().parse_args(["ask", "hi", "--intent-mode", "linear"])).intent_mode == "linear"
     ui = ui_parser().parse_args([])
     ui_config = AssistantConfig.load(ui.settings, model=ui.model, embedder=ui.embedder, backend=ui.backend)
     assert (ui_config.model, ui_config.answer_mode) == ("from-env.gguf", "quote")

@@ -93,6 +93,12 @@ class _Hiding:
     def search(self, *args, **kwargs):
         return self.inner.search(*args, exclude=self.exclude, **kwargs)
 
+    def search_many(self, *args, **kwargs):  # the evidence pool's search
+        return self.inner.search_many(*args, exclude=self.exclude, **kwargs)
+
+    def __getattr__(self, name: str):  # everything else (store, refresh, ...) is the real searcher's
+        return getattr(self.inner, name)
+
 
 def sources_holding(store, facts: list[str]) -> set[str]:
     """Every indexed document whose text contains one of the facts."""

@@ -34,9 +34,9 @@ def add_intents_commands(subparsers) -> argparse.ArgumentParser:
                            description="Train on a CSV (text,label), JSONL ({text, label}) or CLINC150 JSON.")
     train.add_argument("--data", required=True, help="labelled utterances (.csv, .jsonl or CLINC150 .json)")
     train.add_argument("--out", required=True, help="directory to write the classifier to")
-    train.add_argument("--mode", default="linear", choices=MODES,
-                       help="linear: frozen embedder + logistic regression (seconds); "
-                            "finetune: fine-tune the encoder (minutes)")
+    train.add_argument("--mode", default="finetune", choices=MODES,
+                       help="finetune (default): fine-tune the encoder, minutes, the more accurate (BANKING77 "
+                            "93.3 %% against 91.6 %%); linear: frozen embedder + logistic regression, seconds")
     train.add_argument("--embedder", default="bundled", help="base embedder: bundled, a directory or a hub id")
     train.add_argument("--epochs", type=float, default=None, help="finetune: passes over the data (default 5)")
     train.add_argument("--lr", type=float, default=None, help="finetune: encoder learning rate (default 1e-4)")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from assistant.config import INTENT_MODES
 from assistant.understanding.intents.data import (
     OUT_OF_SCOPE,
     ClassifierDirError,
@@ -34,7 +35,7 @@ FORMAT_VERSION = 1
 META_FILE = "classifier.json"
 HEADS_FILE = "heads.npz"
 ENCODER_DIR = "encoder"
-MODES = ("linear", "finetune")
+MODES = INTENT_MODES  # linear or finetune, listed once in assistant/config.py
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,52 @@
+"""`make eval`'s measures on the real pipeline (quote mode, so no LLM time): the pack's eval set, with its
+"document removed" check, and the customer-phrased sets through the same code as the dev report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from assistant import Assistant, AssistantConfig
+from assistant.tools.evaluate import _Hiding, evaluate, evaluate_dev, sources_holding
+
+
+@pytest.fixture(scope="module")
+def quote_bot(data_dir, bank_bot):
+    return Assistant(AssistantConfig(domain="bank", data_dir=data_dir, answer_mode="quote"),
+                     generator=bank_bot.generator, embedder=bank_bot.embedder)
+
+
+def _shares(report) -> dict[str, float]:
+    return {f.name: getattr(report, f.name) for f in dataclasses.fields(report)
+            if isinstance(getattr(report, f.name), float) and not f.name.endswith(("_ms", "seconds", "_per_s"))}
+
+
+def test_a_removed_document_is_hidden_from_every_search(quote_bot):
+    question = json.loads((quote_bot.pack.root / "eval" / "questions.jsonl").read_text().splitlines()[0])
+    hidden = sources_holding(quote_bot.searcher.store, question["expected"]) | {question["source"]}
+    assert question["source"] in hidden
+    searcher = quote_bot.searcher
+    before = quote_bot.respond(question["question"])
+    assert {s.source for s in before.sources} & hidden
+    quote_bot.searcher = _Hiding(searcher, hidden)
+    try:
+        after = quote_bot.respond(question["question"])
+    finally:
+        quote_bot.searcher = searcher
+    assert not {s.source for s in after.sources} & hidden
+    assert after.refused  # every document holding "4:00 p.m." hidden: the no-answer reply, not a guess
+
+
+def test_eval_and_customer_phrased_reports(quote_bot):
+    report = evaluate(quote_bot, limit=3, progress=False)
+    assert (report.questions, report.unanswerable, report.removed) == (3, 3, 3)
+    assert all(0.0 <= v <= 1.0 for v in _shares(report).values())
+    assert report.answer_has_fact > 0 and report.latency_p50_ms > 0
+    dump: list = []
+    fit = evaluate_dev(quote_bot, limit=3, progress=False, dump=dump, split="fit")
+    assert (fit.questions, fit.unanswerable, fit.answer_mode) == (3, 3, "quote")
+    assert all(0.0 <= v <= 1.0 for v in _shares(fit).values())
+    assert fit.source_in_pool >= fit.source_in_top2 and fit.fact_in_pool >= fit.fact_in_evidence
+    assert len(dump) >= 6 and {"question", "refused", "caveat"} <= set(dump[0])
