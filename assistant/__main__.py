@@ -73,13 +73,17 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
                    help=f"passages retrieved for evidence selection (default: {defaults['pool_k'].default})")
     p.add_argument("--pool-min-score", type=float, default=None, help="evidence pool: passages below this "
                    f"similarity are not considered (default: {defaults['pool_min_score'].default})")
-    p.add_argument("--intent-mode", default=None, choices=INTENT_MODES,
-                   help="the pack's intent classifier, trained on first use and cached: finetune (the encoder tuned "
-                        "on the pack's intents, about a minute on 2 cores, more accurate) or linear (seconds); "
-                        "default: finetune")
+    add_intent_mode_arg(p)
     p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     add_backend_args(p)
     add_settings_arg(p)
+
+
+def add_intent_mode_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--intent-mode", default=None, choices=INTENT_MODES,
+                   help="the pack's intent classifier, trained on first use and cached: finetune (the encoder tuned "
+                        "on the pack's intents, about a minute on 2 cores, more accurate) or linear (seconds); "
+                        "default: finetune, or $RA_INTENT_MODE")
 
 
 def add_settings_arg(p: argparse.ArgumentParser) -> None:

@@ -62,4 +62,5 @@ def test_cli_and_ui_read_the_same_settings(tmp_path, monkeypatch):
     ui = ui_parser().parse_args([])
     ui_config = AssistantConfig.load(ui.settings, model=ui.model, embedder=ui.embedder, backend=ui.backend)
     assert (ui_config.model, ui_config.answer_mode) == ("from-env.gguf", "quote")
+    assert ui_parser().parse_args(["--intent-mode", "linear"]).intent_mode == "linear"
     assert Path(cli.data_dir) == Path(ui_config.data_dir)

@@ -15,7 +15,12 @@ import getpass
 import os
 import sys
 
-from assistant.__main__ import AUDIT_URL_HELP, add_backend_args, add_settings_arg
+from assistant.__main__ import (
+    AUDIT_URL_HELP,
+    add_backend_args,
+    add_intent_mode_arg,
+    add_settings_arg,
+)
 from assistant.config import AssistantConfig
 
 
@@ -37,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", default=None, help="embedder (default: bundled, or $RA_EMBEDDER)")
     p.add_argument("--device", default=None)
     add_backend_args(p)  # --backend, --base-url, --timeout, --retries, --gguf-quant: as `python -m assistant`
+    add_intent_mode_arg(p)
     p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     p.add_argument("--adapter", action="append", default=[],
                    help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                                     device=args.device, backend=args.backend, grounding=args.grounding,
                                     base_url=args.base_url, audit_url=args.audit_url,
                                     request_timeout=args.request_timeout, retries=args.retries,
-                                    gguf_quant=args.gguf_quant)
+                                    gguf_quant=args.gguf_quant, intent_mode=args.intent_mode)
         pool = AssistantPool(base)
         admins = args.admin or [a.strip() for a in os.environ.get("RA_UI_ADMINS", "").split(",") if a.strip()]
         uploads = UploadSettings(private=not (args.shared_uploads or _flag("RA_UI_SHARED_UPLOADS", False)),
