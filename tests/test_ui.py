@@ -118,3 +118,21 @@ def test_app_shows_the_approval_panel_only_when_admins_are_named(bank_bot):
     assert {"approval-panel", "approve-button", "reject-button", "upload-files"} <= ids
     plain = {getattr(b, "elem_id", None) for b in build_demo(pool, UIConfig()).blocks.values()}
     assert "approval-panel" not in plain
+
+
+def test_the_pool_builds_other_packs_in_the_background_while_chats_go_on(bank_bot):
+    """The UI warms the other packs after start-up (index, intent model); chats on a built pack are served
+    during that build instead of waiting for it."""
+    from dataclasses import replace
+
+    pool = AssistantPool(replace(bank_bot.config, answer_mode="quote"))
+    bank = pool.get("bank")
+    thread = pool.warm(["hospital"])
+    served_during_build = 0
+    while thread.is_alive():
+        assert pool.get("bank") is bank
+        served_during_build += thread.is_alive()
+    assert served_during_build > 0
+    hospital = pool.get("hospital")
+    assert hospital.pack.name == "hospital" and hospital.embedder is bank.embedder
+    assert "Nurse Advice Line" in hospital.respond("what's the nurse advice line number?").answer

@@ -22,6 +22,7 @@ from assistant.__main__ import (
     add_settings_arg,
 )
 from assistant.config import AssistantConfig
+from assistant.packs import available_packs
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         if not args.no_warm_up:  # load the index, classifier and LLM now: the first question is then fast
             _ = pool.get(base.domain).generator
+            pool.warm([d for d in available_packs() if d != base.domain])  # the others while serving
         demo = build_demo(pool, ui)
     except (UserError, OSError) as exc:  # anything else is a bug: it ends with its traceback
         print(f"error: {exc}", file=sys.stderr)

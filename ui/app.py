@@ -66,28 +66,52 @@ class UIConfig:
 class AssistantPool:
     """One Assistant per (domain, adapter), created on first use and shared by all sessions.
 
-    The embedder is shared by all; the LLM is shared by every domain using the same adapter.
+    The embedder is shared by all; the LLM is shared by every domain using the same adapter. Building one
+    (its index and intent model on a first start: about a minute) holds up only the chats that need it.
     """
 
     def __init__(self, base: AssistantConfig | None = None):
         self.base = base or AssistantConfig()
         self._bots: dict[tuple[str, str | None], Assistant] = {}
+        self._building: dict[tuple[str, str | None], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, domain: str, adapter: str | None = None) -> Assistant:
         adapter = adapter or self.base.adapter
         key = (domain, adapter)
         with self._lock:
-            if key not in self._bots:
+            if key in self._bots:
+                return self._bots[key]
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # one build per key; chats on other packs go on meanwhile
+            with self._lock:
+                if key in self._bots:
+                    return self._bots[key]
                 same_model = next((b for (_, a), b in self._bots.items() if a == adapter), None)
                 any_bot = next(iter(self._bots.values()), None)
-                self._bots[key] = Assistant(
-                    # --grounding was fitted to the base setup; another adapter brings its own grounding.json
-                    replace(self.base, domain=domain, adapter=adapter,
-                            grounding=self.base.grounding if adapter == self.base.adapter else None),
-                    generator=same_model.generator if same_model else None,
-                    embedder=any_bot.embedder if any_bot else None)
-            return self._bots[key]
+            bot = Assistant(
+                # --grounding was fitted to the base setup; another adapter brings its own grounding.json
+                replace(self.base, domain=domain, adapter=adapter,
+                        grounding=self.base.grounding if adapter == self.base.adapter else None),
+                generator=same_model.generator if same_model else None,
+                embedder=any_bot.embedder if any_bot else None)
+            with self._lock:
+                self._bots[key] = bot
+            return bot
+
+    def warm(self, domains: list[str]) -> threading.Thread:
+        """Build these packs' assistants in a background thread, one after another, so that the first
+        question on each is fast; a pack that fails is logged and built again at its first question."""
+        def run() -> None:
+            for domain in domains:
+                try:
+                    self.get(domain)
+                except Exception:  # noqa: BLE001 - no caller to raise to: the log has the traceback
+                    log.exception("warming up the %s pack failed; it is built at its first question", domain)
+
+        thread = threading.Thread(target=run, daemon=True, name="pack-warm-up")
+        thread.start()
+        return thread
 
 
 def find_adapters(data_dir: Path, extra: list[str] | None = None) -> list[str]:
