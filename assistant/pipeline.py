@@ -194,17 +194,23 @@ def ensure_classifier(pack: DomainPack, embedder: Embedder, data_dir: Path, mode
         log.info("training the %s pack's intent classifier (%s mode, %d messages); once per intents file",
                  pack.name, mode, len(texts))
     classifier = IntentClassifier.train(texts, labels, mode=mode, embedder=embedder, progress=progress)
+    saved: Path | None = None
     for place in (target, cached):
         tmp = place.with_name(f".tmp-{place.name}-{os.getpid()}-{threading.get_ident()}")
         try:
-            if place == target:
+            if saved is None:
                 classifier.save(tmp)
             else:
-                shutil.copytree(target, tmp)
+                shutil.copytree(saved, tmp)
             tmp.rename(place)
-        except OSError:  # another process saved the same classifier first (keep theirs), or no cache to write
+        except OSError:  # another process saved the same classifier first (keep theirs), or a place not writable
             shutil.rmtree(tmp, ignore_errors=True)
-    return IntentClassifier.load(target, embedder=embedder)
+        if saved is None and (place / "classifier.json").exists():
+            saved = place
+    if saved is None:
+        raise SettingError(f"cannot save the {pack.name} pack's intent classifier in {target.parent} or "
+                           f"{cached.parent}: make the data directory (--data-dir, $RA_DATA_DIR) writable")
+    return IntentClassifier.load(saved, embedder=embedder)
 
 
 def _stop_thread(stop: threading.Event, thread: threading.Thread, wait_s: float = 60.0) -> None:

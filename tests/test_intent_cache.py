@@ -43,3 +43,23 @@ def test_a_damaged_classifier_is_trained_again(tmp_path, cache, embedder):
     again = ensure_classifier(pack, embedder, tmp_path / "data", mode="linear")
     assert again.predict_one("i want to talk to a person").label == "human_agent"
     assert (saved / "classifier.json").read_text().startswith("{\n")
+
+
+def test_nowhere_to_save_the_classifier_is_a_clear_error(tmp_path, embedder, monkeypatch):
+    from index.errors import SettingError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))
+    with pytest.raises(SettingError, match="cannot save the bank pack's intent classifier.*writable"):
+        ensure_classifier(load_pack("bank"), embedder, blocker / "data", mode="linear")
+
+
+def test_a_classifier_saved_only_in_the_cache_is_used(tmp_path, embedder, monkeypatch):
+    """A data directory that cannot be written (here: under a file) still gets the classifier the cache keeps."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    classifier = ensure_classifier(load_pack("bank"), embedder, blocker / "data", mode="linear")
+    assert classifier.predict_one("i want to talk to a person").label == "human_agent"
+    assert str(classifier.root).startswith(str(tmp_path / "cache"))
