@@ -162,6 +162,18 @@ def test_process_questions_are_answered_requests_start_the_flow(bank_bot):
     assert lost.action == "flow"
 
 
+def test_a_need_inside_a_what_question_asks_about_the_process(bank_bot):
+    """"what do I need to bring" asks what the process requires; "I need to" alone or "can you" asks for it."""
+    assert asks_about("just got married, what paperwork do i need to bring to change my last name")
+    assert not asks_about("I need to change my last name on my accounts")
+    assert not asks_about("can you please freeze my card, what happens after that")
+    asked = bank_bot.respond("I'm getting divorced and going back to my maiden name, what do I need to bring "
+                             "to update it on my accounts?")
+    assert asked.action == "answer" and asked.offer == "update_contact_details" and asked.evidence
+    wanted = bank_bot.respond("I want to change the last name on my account")
+    assert wanted.action == "flow"
+
+
 def test_emergency_stays_rule_first(hospital_bot):
     response = hospital_bot.respond("what are your visiting hours, my dad has crushing chest pain right now")
     assert response.action == "emergency" and not response.evidence

@@ -39,24 +39,40 @@ _QUESTION = re.compile(
     r"if|whats|what's|hows|how's)\b",
     re.IGNORECASE,
 )
+# a clause that asks what, how, when...: "what documents do I need to change my name" asks about a need
+_WH_QUESTION = re.compile(
+    r"^\s*(?:(?:hi|hello|hey|ok|okay|so|and|but|also|quick question|question|lol)[,:!.\s-]+)*"
+    r"(?:how|what|whats|what's|hows|how's|when|where|which|why|who)\b",
+    re.IGNORECASE,
+)
 # where a message splits into clauses: punctuation, or a conjunction that starts a new one
 _CLAUSES = re.compile(r"[,.;:!?]+\s*|\s+(?:but|so|and then)\s+", re.IGNORECASE)
 
 
+def _clauses(message: str) -> list[str]:
+    return [clause for clause in _CLAUSES.split(message[:2000]) if clause.strip()]
+
+
+def requests_action(message: str) -> bool:
+    """Some clause asks us to do something ("I want to file a complaint", "can you freeze my card"); a need
+    inside a what/how question ("what paperwork do I need to bring") asks about the process instead."""
+    return any(_REQUEST.search(clause) and not _WH_QUESTION.match(clause) for clause in _clauses(message))
+
+
 def asks_for_action(message: str) -> bool:
     """The user asks for the action itself, or reports the situation it is for."""
-    return bool(_REQUEST.search(message) or _SITUATION.search(message))
+    return requests_action(message) or bool(_SITUATION.search(message))
 
 
 def asks_question(message: str) -> bool:
     """Some clause of the message is a question: "i moved to florida, is the routing number different"."""
     if message.rstrip().endswith("?"):
         return True
-    return any(_QUESTION.match(clause) for clause in _CLAUSES.split(message[:2000]) if clause.strip())
+    return any(_QUESTION.match(clause) for clause in _clauses(message))
 
 
 def asks_about(message: str) -> bool:
     """A question about a process or policy rather than a request to start it. A situation told beside a
     question ("someone stole my card, how much could I lose?") is answered, the flow offered with it; an
     explicit request ("please block my card", "I want to file a complaint") starts the action."""
-    return asks_question(message) and not _REQUEST.search(message)
+    return asks_question(message) and not requests_action(message)
