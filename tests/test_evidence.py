@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from assistant.answering.compose import compose, quote
-from assistant.answering.evidence import Evidence, asked_kinds, units
+from assistant.answering.evidence import Evidence, asked_kinds, terms, units
 from assistant.answering.verify import (
     SentenceCheck,
     dropped_qualifiers,
@@ -29,6 +29,20 @@ def test_units_rejoin_wrapped_lines_and_read_tables():
 def test_asked_kinds():
     assert asked_kinds("how much is an international wire")
     assert not asked_kinds("tell me about checking accounts")
+
+
+def test_compounds_match_however_they_are_spelled():
+    assert {"wifi", "email", "copay"} <= set(terms("Free guest Wi-Fi; e-mail us about your co-pay"))
+    assert {"wifi", "email", "copay"} <= set(terms("whats the wifi, can i email about my copay"))
+    assert terms("no compounds here") == ["compound", "here"]  # nothing added without a hyphen
+
+
+def test_wifi_meets_wi_fi_in_the_hospital_documents(hospital_bot):
+    """"wifi" in the question, "Wi-Fi" in the documents: the words meet, and the network's sentence ranks first."""
+    question = "whats the wifi network called"
+    pool = hospital_bot._find_evidence(question, [], hospital_bot.config)[2]
+    ranked = hospital_bot.selector.score(question, pool)
+    assert "StBrigids-Guest" in ranked[0][2] and ranked[0][3]["lexical"] > 0
 
 
 def test_evidence_selection_on_real_pack_questions(bank_bot, hospital_bot):

@@ -153,6 +153,16 @@ def units(text: str) -> list[str]:
     return out
 
 
+_COMPOUND = re.compile(r"\b([^\W\d_]+)[-/]([^\W\d_]+)\b")
+
+
+def terms(text: str) -> list[str]:
+    """The index's words (`tokenize`) plus every hyphenated compound written as one word, so that "wifi"
+    meets "Wi-Fi", "email" meets "e-mail" and "copay" meets "co-pay", whichever way each side spells it."""
+    joined = " ".join(a + b for a, b in _COMPOUND.findall(text))
+    return tokenize(text) + (tokenize(joined) if joined else [])
+
+
 def _context(hit: Hit) -> str:
     heads = [h for h in hit.headings if h and h != hit.title]
     return " › ".join([hit.title, *heads]) if hit.title else " › ".join(heads)
@@ -205,7 +215,7 @@ class EvidenceSelector:
     def lexical(self, q_tokens: list[str], text: str) -> float:
         if not q_tokens:
             return 0.0
-        present = set(tokenize(text))
+        present = set(terms(text))
         total = sum(self._weight(t) for t in set(q_tokens))
         return sum(self._weight(t) for t in set(q_tokens) if t in present) / total if total else 0.0
 
@@ -225,7 +235,7 @@ class EvidenceSelector:
         q_vec = self.embedder.encode([question])[0]
         sims = self._vectors([r[2] for r in rows]) @ q_vec
         own = self._vectors([r[1] for r in rows]) @ q_vec
-        q_tokens = tokenize(question)
+        q_tokens = terms(question)
         kinds = asked_kinds(question)
         w = self.weights
         out = []
@@ -244,7 +254,7 @@ class EvidenceSelector:
         """What tells an answered question from a near-miss, beyond the best unit's score (ANSWERABLE_FEATURES)."""
         top, i, unit, signals = ranked[0]
         second = ranked[1][0] if len(ranked) > 1 else 0.0
-        q_tokens = set(tokenize(question))
+        q_tokens = set(terms(question))
         known = {t for t in q_tokens if t in self.idf}
         hit = hits[i]
         passage = f"{hit.title} {' '.join(hit.headings)} {hit.text}"
@@ -308,6 +318,6 @@ def document_frequencies(store, max_rows: int = 20_000) -> dict[str, float]:
     n = 0
     for text, title, headings in store.db.execute("SELECT text, title, headings FROM chunks LIMIT ?", (max_rows,)):
         n += 1
-        for token in set(tokenize(f"{title} {headings} {text}")):
+        for token in set(terms(f"{title} {headings} {text}")):
             counts[token] = counts.get(token, 0) + 1
     return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in counts.items()}
