@@ -45,6 +45,15 @@ def test_wifi_meets_wi_fi_in_the_hospital_documents(hospital_bot):
     assert "StBrigids-Guest" in ranked[0][2] and ranked[0][3]["lexical"] > 0
 
 
+def test_a_sentence_that_qualifies_the_best_one_comes_with_it(hospital_bot):
+    """The rule and its exception: "a pre-op nurse will call you 1 business day before" is not quoted without
+    "If your surgery is on a Monday, we call on the Friday before." """
+    found = hospital_bot._find_evidence("my knee surgery is on a monday, when is the pre-op nurse going to call me",
+                                        [], hospital_bot.config)[1]
+    texts = [e.text for e in found.evidence]
+    assert "business day before" in texts[0] and any("Friday before" in t for t in texts[1:]), texts
+
+
 def test_evidence_selection_on_real_pack_questions(bank_bot, hospital_bot):
     for bot, question, fact in [
         (bank_bot, "How much does it cost to send an international wire?", "$45"),

@@ -105,6 +105,8 @@ def asked_kinds(question: str) -> list[re.Pattern]:
 
 _KEEP_TOGETHER = ("P.O.", "U.S.", "St.", "Dr.", "No.", "Mt.", "Ft.", "Ave.", "Rd.")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}")
+# a sentence that narrows or makes an exception to the one before it
+_QUALIFIES = re.compile(r"(?:if|unless|except|however|but|otherwise|note|exceptions?|only|instead)\b", re.I)
 _LIST_MARK = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
 
 
@@ -289,12 +291,16 @@ class EvidenceSelector:
         best = ranked[0][0]
         chosen = [t for t in ranked if t[0] >= max(w.answerable_above, best - w.keep_within)][: w.max_items]
         # a unit that introduces a list ("do one of the following:") brings the list's first item along
+        # and the sentence right after it comes along when it qualifies it ("If your surgery is on a Monday, we
+        # call on the Friday before."): a rule quoted without its exception would mislead
         top_score, top_i, top_unit, _ = chosen[0]
-        if top_unit.rstrip().endswith(":") and len(chosen) < w.max_items:
-            following = units(hits[top_i].text)
-            at = following.index(top_unit) if top_unit in following else -1
-            if 0 <= at < len(following) - 1 and all(u != following[at + 1] for _, _, u, _ in chosen):
-                chosen.append((top_score, top_i, following[at + 1], {}))
+        following = units(hits[top_i].text)
+        at = following.index(top_unit) if top_unit in following else -1
+        if 0 <= at < len(following) - 1 and len(chosen) < w.max_items:
+            after = following[at + 1]
+            if ((top_unit.rstrip().endswith(":") or _QUALIFIES.match(after))
+                    and all(u != after for _, _, u, _ in chosen)):
+                chosen.append((top_score, top_i, after, {}))
         evidence = [Evidence(n=i + 1, text=unit, source=hits[i].source, title=hits[i].title,
                              section=" › ".join(hits[i].headings), score=float(score), chunk_id=hits[i].chunk_id,
                              signals=signals)
