@@ -29,6 +29,10 @@ def test_units_rejoin_wrapped_lines_and_read_tables():
 def test_asked_kinds():
     assert asked_kinds("how much is an international wire")
     assert not asked_kinds("tell me about checking accounts")
+    durations = asked_kinds("how many days do i have before it rolls over")
+    for fact in ("a 10-day grace period", "1 to 2 pay cycles", "allow 3 business days", "2-3 weeks"):
+        assert any(k.search(fact) for k in durations), fact
+    assert not any(k.search("at 4:00 p.m.") for k in durations)
 
 
 def test_compounds_match_however_they_are_spelled():
