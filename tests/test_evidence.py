@@ -33,6 +33,7 @@ def test_asked_kinds():
     for fact in ("a 10-day grace period", "1 to 2 pay cycles", "allow 3 business days", "2-3 weeks"):
         assert any(k.search(fact) for k in durations), fact
     assert not any(k.search("at 4:00 p.m.") for k in durations)
+    assert any(k.search("call the 24/7 Nurse Advice Line") for k in asked_kinds("when can i call the nurse line"))
 
 
 def test_compounds_match_however_they_are_spelled():
