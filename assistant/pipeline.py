@@ -134,12 +134,15 @@ def uploads_root(data_dir: Path, pack: DomainPack) -> Path:
     return Path(data_dir) / "uploads" / pack.name
 
 
+PACK_INDEX_RECIPE = 2  # bump when the way chunks become vectors changes (2: one text per int8 ONNX run)
+
+
 def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: bool = False,
                  uploads: Path | None = None) -> BuildReport | None:
     """Build the pack's index when missing or when its documents (or uploads) changed; only changed
     files re-embed. Uploaded documents are kept as files, so a rebuild never loses them."""
     sources = [pack.docs_dir]
-    fingerprint = pack.docs_fingerprint()
+    fingerprint = hashlib.sha256(f"{pack.docs_fingerprint()}:recipe{PACK_INDEX_RECIPE}".encode()).hexdigest()
     if uploads is not None and (uploads / "uploads").is_dir() and any((uploads / "uploads").iterdir()):
         sources.append(uploads)
         fingerprint = hashlib.sha256(f"{fingerprint}:{folder_fingerprint(uploads)}".encode()).hexdigest()

@@ -149,7 +149,7 @@ class Embedder:
     def onnx(self):
         from index.onnx_embed import OnnxEncoder
 
-        return OnnxEncoder(Path(self.path), max_length=self.max_tokens, batch_size=16)
+        return OnnxEncoder(Path(self.path), max_length=self.max_tokens)
 
     @property
     def name(self) -> str:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from index.embed import ModelSpecError, resolve_embedder
@@ -244,6 +245,21 @@ def test_onnx_and_torch_backends_agree(embedder):
     onnx_vectors = Embedder(backend="onnx-int8").encode(texts)
     assert onnx_vectors.shape == torch_vectors.shape
     assert ((onnx_vectors * torch_vectors).sum(1) > 0.97).all()
+
+
+def test_onnx_vector_does_not_depend_on_the_other_texts(embedder):
+    """Dynamic int8 quantization scales by the whole batch: a text's vector must not change with the texts it is
+    encoded with, or the same question could get another answer depending on what was embedded before it."""
+    from index.embed import Embedder
+
+    encoder = Embedder(backend="onnx-int8")
+    text = "Free guest Wi-Fi is available throughout the campus."
+    alone = encoder.encode([text])[0]
+    long_company = ["A much longer sentence with many more tokens than the first, so that a shared batch would be "
+                    "padded to its length and the activations' range would change. " * 3] * 5
+    for batch in ([text, *long_company], [*long_company, text, "short"]):
+        vectors = encoder.encode(batch)
+        assert np.allclose(vectors[batch.index(text)], alone, atol=1e-6)
 
 
 @pytest.mark.parametrize("config, expected", [
