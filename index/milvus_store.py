@@ -549,13 +549,13 @@ def _repack(call: _Calls, location: MilvusLocation, progress: bool) -> None:
     statistics per segment (its engine/collection.py has no cross-segment statistics yet), so the rows an
     update adds would be scored against themselves alone; its compact() is a no-op. A Milvus server keeps
     collection-wide statistics."""
-    from tqdm import tqdm
+    from index.quiet import progress_bar
 
     fields = [f for f in _CHUNK_FIELDS if f != "row"] + ["search_text", "dense"]
     rows = _scan(call, location.collection, ["row", *fields])
     call("flushing", "flush", location.collection)
-    for start in tqdm(range(0, len(rows), _BATCH), desc="repacking (Milvus Lite)", unit="batch",
-                      disable=not progress):
+    for start in progress_bar(range(0, len(rows), _BATCH), show=progress, desc="repacking (Milvus Lite)",
+                              unit="batch"):
         call("rewriting chunks", "insert", location.collection, [{f: e[f] for f in fields}
                                                                   for e in rows[start:start + _BATCH]])
     call("flushing", "flush", location.collection)
@@ -602,7 +602,7 @@ def update(location: MilvusLocation, embedder: Embedder, chunking: ChunkConfig |
     """index.store.update_index for a Milvus collection (same arguments and report; see the module doc)."""
     import hashlib
 
-    from tqdm import tqdm
+    from index.quiet import progress_bar
 
     started = time.time()
     if index_type not in INDEX_TYPES:
@@ -660,7 +660,7 @@ def update(location: MilvusLocation, embedder: Embedder, chunking: ChunkConfig |
     replaced: set[str] = set()
     skipped: list[tuple[str, str]] = []
     reused = indexed = 0
-    for path in tqdm(sorted(names), desc="reading", unit="file", disable=not progress):
+    for path in progress_bar(sorted(names), show=progress, desc="reading", unit="file"):
         key, name = str(path), names[path]
         try:
             digest = file_sha256(path)
@@ -698,7 +698,8 @@ def update(location: MilvusLocation, embedder: Embedder, chunking: ChunkConfig |
     old_rows = [int(e["row"]) for e in previous.scan(["row"], f"path in {_quoted(sorted(gone | replaced))}")] \
         if previous is not None and (gone or replaced) else []
     entities = [_entity(c, v, key) for (c, key), v in zip(fresh, vectors, strict=True)]
-    for start in tqdm(range(0, len(entities), _BATCH), desc="writing", unit="batch", disable=not progress or not entities):
+    for start in progress_bar(range(0, len(entities), _BATCH), show=progress and bool(entities), desc="writing",
+                              unit="batch"):
         call("writing chunks", "insert", location.collection, entities[start:start + _BATCH])
     dropped_hashes: set[str] = set()
     for start in range(0, len(old_rows), _BATCH):
@@ -756,7 +757,7 @@ def write_all(location: MilvusLocation, kept: list[tuple[Chunk, np.ndarray, str]
               marks: dict[str, list[list[float]]] | None = None, progress: bool = False) -> str:
     """Write a whole index whose vectors are already known into a new collection (replacing one of that name):
     (chunk, vector, file key) rows, and the records a build keeps beside them. Returns the version."""
-    from tqdm import tqdm
+    from index.quiet import progress_bar
 
     client = connect(location)
     call = _Calls(location, client)
@@ -766,7 +767,7 @@ def write_all(location: MilvusLocation, kept: list[tuple[Chunk, np.ndarray, str]
     _create(call, location, manifest.dimension, manifest.index_type)
     for name in (location.collection, location.meta):
         call("loading the collection", "load_collection", name)
-    for start in tqdm(range(0, len(kept), _BATCH), desc="writing", unit="batch", disable=not progress):
+    for start in progress_bar(range(0, len(kept), _BATCH), show=progress, desc="writing", unit="batch"):
         call("writing chunks", "insert", location.collection,
              [_entity(c, v, key) for c, v, key in kept[start:start + _BATCH]])
     version = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

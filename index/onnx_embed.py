@@ -195,7 +195,7 @@ class OnnxEncoder:
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         from concurrent.futures import ThreadPoolExecutor
 
-        from tqdm import tqdm
+        from index.quiet import progress_bar
 
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
         groups = [order[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
@@ -205,8 +205,8 @@ class OnnxEncoder:
             out[groups[0]] = vectors
         else:
             out = None
-            with ThreadPoolExecutor(self.threads) as pool, tqdm(total=len(texts), desc="embedding", unit="text",
-                                                                disable=not progress) as bar:
+            with ThreadPoolExecutor(self.threads) as pool, progress_bar(show=progress, total=len(texts),
+                                                                        desc="embedding", unit="text") as bar:
                 runs = pool.map(lambda g: self._run(self.bulk_session, [texts[i] for i in g]), groups)
                 for idx, vectors in zip(groups, runs, strict=True):
                     if out is None:

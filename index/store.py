@@ -40,7 +40,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from index.bm25 import BM25Index
 from index.chunk import Chunk, ChunkConfig, chunk_document, tokenizer_counter
@@ -48,6 +47,7 @@ from index.embed import Embedder
 from index.errors import UserError
 from index.ingest import Document, IngestError, iter_files, load_document
 from index.limits import IngestLimits
+from index.quiet import progress_bar
 
 FORMAT_VERSION = 2
 # Past this many chunks the vectors go into an HNSW graph instead of an exact flat index: at 100k
@@ -502,7 +502,7 @@ def update_index(
                     continue
                 kept += [(c, v, key) for c, v in previous.stored_chunks(key)]
                 files[key] = (info["source"], info["file_hash"], info["n_chunks"])
-        for path in tqdm(sorted(names), desc="reading", unit="file", disable=not progress):
+        for path in progress_bar(sorted(names), show=progress, desc="reading", unit="file"):
             key, name = str(path), names[path]
             try:
                 digest = file_sha256(path)

@@ -136,3 +136,43 @@ def test_the_pool_builds_other_packs_in_the_background_while_chats_go_on(bank_bo
     hospital = pool.get("hospital")
     assert hospital.pack.name == "hospital" and hospital.embedder is bank.embedder
     assert "Nurse Advice Line" in hospital.respond("what's the nurse advice line number?").answer
+
+
+def test_a_bar_made_before_gradio_patches_tqdm_still_closes():
+    """Gradio replaces tqdm's methods when the app starts; a bar that background work (the evidence warm-up)
+    made just before used to raise AttributeError on close, which stopped the warm-up."""
+    from gradio.helpers import patch_tqdm
+    from tqdm import tqdm
+
+    def made_before_the_patch():
+        bar = tqdm.__new__(tqdm)
+        getattr(tqdm, "__init__orig__", tqdm.__init__)(bar, total=3, disable=True)  # tqdm's own __init__
+        return bar
+
+    patch_tqdm()
+    old = made_before_the_patch()
+    with pytest.MonkeyPatch.context() as mp:  # without the app's class-level default: the old failure
+        mp.delattr(tqdm, "_progress")
+        with pytest.raises(AttributeError):
+            old.close()
+    old.close()
+    bar = made_before_the_patch()
+    bar.update()
+    bar.close()  # with it (set when ui.app is imported): closes normally
+    assert bar._progress is None
+
+
+def test_hidden_progress_creates_no_bar(monkeypatch, embedder):
+    """Work that shows no progress (the warm-up, background builds) creates no tqdm bar at all."""
+    from tqdm import std
+
+    from index.embed import Embedder
+    from index.quiet import progress_bar
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a hidden progress bar was created")
+
+    monkeypatch.setattr(std.tqdm, "__init__", refuse)
+    vectors = Embedder(backend="onnx-int8").encode(["one sentence", "another one", "and a third"])
+    assert vectors.shape[0] == 3
+    assert list(progress_bar(range(3), show=False)) == [0, 1, 2]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
+import tqdm
 
 from assistant.config import AssistantConfig
 from assistant.packs import available_packs, load_pack
@@ -41,6 +42,12 @@ from index.uploads import (
 )
 
 log = logging.getLogger("ui")
+# Gradio replaces tqdm's methods when the app starts (to mirror progress bars in the browser). A bar that
+# was created before that, by work already running in a background thread (the evidence warm-up, another
+# pack's build, a library's hidden bar), lacks the attribute the replacements read, so closing it raised
+# AttributeError and stopped that work. The class-level default makes such bars close normally.
+tqdm.tqdm._progress = None
+
 NO_ADAPTER = "none (base model)"
 ACCEPTED_FILES = [".txt", ".md", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"]
 

@@ -65,7 +65,8 @@ def finetune_encoder(texts: list[str], y: np.ndarray, base_path: str, init: np.n
     """
     import torch
     from sentence_transformers import SentenceTransformer
-    from tqdm import tqdm
+
+    from index.quiet import progress_bar
 
     torch.manual_seed(seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,7 +91,7 @@ def finetune_encoder(texts: list[str], y: np.ndarray, base_path: str, init: np.n
     bf16 = _bf16_supported(device) if config.bf16 is None else config.bf16
     model.train()
     step = 0
-    with tqdm(total=total, desc="fine-tuning", unit="step", disable=not progress) as bar:
+    with progress_bar(show=progress, total=total, desc="fine-tuning", unit="step") as bar:
         while step < total:
             for batch in _length_batches(texts, np.arange(len(texts)), config.batch_size, rng):
                 features = prepare([texts[i] for i in batch])

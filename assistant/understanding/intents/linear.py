@@ -50,14 +50,14 @@ def _lr_head(model, n_labels: int, encoder: str) -> Head:
 def _pick_c(x: np.ndarray, y: np.ndarray, labels: list[str], config: LinearConfig, seed: int,
             encoder: str, progress: bool) -> tuple[float, dict]:
     """C with the best accuracy on a stratified held-out slice of the training data."""
-    from tqdm import tqdm
+    from index.quiet import progress_bar
 
     str_labels = [labels[i] for i in y]
     keep, held = stratified_split(str_labels, config.c_holdout, seed)
     if len(config.c_grid) == 1 or len(held) == 0:
         return config.c_grid[0], {}
     scores = {}
-    for c in tqdm(config.c_grid, desc="choosing C", unit="fit", disable=not progress):
+    for c in progress_bar(config.c_grid, show=progress, desc="choosing C", unit="fit"):
         head = _lr_head(_fit_lr(x[keep], y[keep], c, config, seed), len(labels), encoder)
         probs = head.probabilities(x[held])
         accuracy = float((probs.argmax(1) == y[held]).mean())
@@ -70,7 +70,7 @@ def _pick_c(x: np.ndarray, y: np.ndarray, labels: list[str], config: LinearConfi
 def _cross_val_probs(x: np.ndarray, y: np.ndarray, labels: list[str], c: float, config: LinearConfig,
                      seed: int, encoder: str, progress: bool) -> np.ndarray:
     """Out-of-fold probabilities for every training row: each from a head that did not see it."""
-    from tqdm import tqdm
+    from index.quiet import progress_bar
 
     rng = np.random.default_rng(seed + 1)
     folds = np.zeros(len(y), dtype=int)
@@ -78,7 +78,7 @@ def _cross_val_probs(x: np.ndarray, y: np.ndarray, labels: list[str], c: float, 
         idx = rng.permutation(np.flatnonzero(y == label))
         folds[idx] = (np.arange(len(idx)) + rng.integers(config.folds)) % config.folds
     probs = np.zeros((len(y), len(labels)))
-    for k in tqdm(range(config.folds), desc="calibrating", unit="fold", disable=not progress):
+    for k in progress_bar(range(config.folds), show=progress, desc="calibrating", unit="fold"):
         test = folds == k
         head = _lr_head(_fit_lr(x[~test], y[~test], c, config, seed), len(labels), encoder)
         probs[test] = head.probabilities(x[test])
