@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from assistant.answering.compose import compose, quote
-from assistant.answering.evidence import Evidence, asked_kinds, terms, units
+from assistant.answering.evidence import Evidence, EvidenceSelector, asked_kinds, terms, units
 from assistant.answering.verify import (
     SentenceCheck,
     dropped_qualifiers,
@@ -57,6 +59,19 @@ def test_a_sentence_that_qualifies_the_best_one_comes_with_it(hospital_bot):
                                         [], hospital_bot.config)[1]
     texts = [e.text for e in found.evidence]
     assert "business day before" in texts[0] and any("Friday before" in t for t in texts[1:]), texts
+
+
+def test_selectors_of_one_encoder_share_their_sentence_vectors(bank_bot):
+    """Another Assistant on the same encoder (another pack, a UI settings variant) reuses the vectors already
+    computed; an encoder run another way keeps its own."""
+    from index.embed import Embedder
+
+    other = EvidenceSelector(bank_bot.embedder)
+    text = "Free guest Wi-Fi is available throughout the campus."
+    vector = bank_bot.selector._vectors([text])[0]
+    assert other._cache is bank_bot.selector._cache and text in other._cache
+    assert np.array_equal(other._vectors([text])[0], vector)
+    assert EvidenceSelector(Embedder(backend="torch"))._cache is not other._cache
 
 
 def test_evidence_selection_on_real_pack_questions(bank_bot, hospital_bot):

@@ -176,6 +176,10 @@ def _with_context(hit: Hit, unit: str) -> str:
     return f"{context}: {unit}" if context else unit
 
 
+_SHARED_VECTORS: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class EvidenceSelector:
     """Ranks the sentences of a pool of passages against a question; thread-safe, caches unit vectors."""
 
@@ -184,8 +188,12 @@ class EvidenceSelector:
         self.embedder = embedder
         self.weights = weights or EvidenceWeights()
         self.idf = idf or {}
-        self._cache: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
+        # selectors of the same encoder share one cache: every pack's Assistant, and each UI settings variant
+        # of it, would otherwise embed the same sentences again (vectors are deterministic per text)
+        identity = (getattr(embedder, "name", str(id(embedder))), getattr(embedder, "resolved_backend", ""))
+        with _SHARED_LOCK:
+            self._cache = _SHARED_VECTORS.setdefault(identity, {})
+        self._lock = _SHARED_LOCK
 
     @classmethod
     def for_store(cls, store, embedder: Embedder, weights: EvidenceWeights | None = None,
@@ -196,15 +204,16 @@ class EvidenceSelector:
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             encoded = self.embedder.encode(missing)
+            found.update(zip(missing, encoded, strict=True))
             with self._lock:
                 if len(self._cache) > 200_000:
                     self._cache.clear()
                 self._cache.update(zip(missing, encoded, strict=True))
-        with self._lock:
-            return np.stack([self._cache[t] for t in texts])
+        return np.stack([found[t] for t in texts])
 
     def warm(self, hits: list[Hit]) -> None:
         """Embed the units of these passages now (so the first questions are as fast as the rest)."""
