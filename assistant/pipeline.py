@@ -416,6 +416,21 @@ class Assistant:
             condensed = self.retrieval_query(message, history)
             if condensed != message:
                 queries.append(condensed)
+        best = self._strongest(queries, config, session_id)
+        if history and (not best[2].evidence or best[2].flagged):
+            # a message that does not read as a follow-up but finds no sure answer on its own ("can my 8 year
+            # old come with me?" after ICU visiting hours) is searched once more with the earlier topic; only
+            # then, so a new question that stands on its own is never pulled back to the earlier topic
+            forced = condense(message, history, force=True)
+            if forced not in queries:
+                again = self._strongest([forced], config, session_id)
+                if again[0] > best[0] and not again[2].flagged:
+                    best = again
+        return best[1], best[2], best[3]
+
+    def _strongest(self, queries: list[str], config: AssistantConfig,
+                   session_id: str | None) -> tuple[float, str, Selection, list[Hit]]:
+        """(best unit's score, query, selection, pool) of the query whose evidence scores highest."""
         pools = self.searcher.search_many(queries, k=config.pool_k, min_score=config.pool_min_score,
                                           mode=config.search_mode, session=session_id)
         # sentences that address the assistant (quarantined at index time) never become evidence
@@ -426,7 +441,7 @@ class Assistant:
             score = found.evidence[0].score if found.evidence else -1.0
             if best is None or score > best[0]:
                 best = (score, query, found, pool)
-        return best[1], best[2], best[3]
+        return best
 
     def confidence_level(self, confidence: float | None) -> str:
         """"high", "medium" or "low" by the active weights' own thresholds (the evidence selector's answer and

@@ -51,3 +51,12 @@ def test_topic_words_are_bounded_and_not_repeated():
 def test_content_words_drop_question_words():
     assert content_words("How long is a MyBrigid activation code valid?") == ["mybrigid", "activation", "code",
                                                                               "valid"]
+
+
+def test_forced_condensation_adds_the_topic_to_a_standalone_message():
+    history = [("what are the visiting hours for the icu", "...")]
+    message = "can my 8 year old come with me?"
+    assert condense(message, history) == message  # reads as a question of its own
+    forced = condense(message, history, force=True)
+    assert forced.startswith("can my 8 year old come with me") and "icu" in forced and "visiting" in forced
+    assert condense(message, [], force=True) == message  # nothing earlier: nothing to add

@@ -241,6 +241,25 @@ def test_real_followup_keeps_the_topic(bank_bot):
     assert evidence and any("$45" in e.text for e in evidence), [e.text for e in evidence]
 
 
+def test_followup_without_a_pronoun_finds_the_earlier_topic(hospital_bot):
+    # no pronoun, no "and": the message alone finds no sure answer, so it is searched again with the topic
+    first = "what are the visiting hours for the icu"
+    history = [(first, hospital_bot.respond(first).answer)]
+    response = hospital_bot.respond("can my 8 year old come with me?", history)
+    assert response.action == "answer" and not response.refused
+    assert "icu" in response.query.lower()
+    assert any("under 12" in e["text"] and "ICU" in e["text"] for e in response.evidence), response.evidence
+
+
+def test_a_new_question_that_stands_alone_keeps_its_own_answer(hospital_bot):
+    first = "how do i get a copy of my medical records on a cd"
+    history = [(first, hospital_bot.respond(first).answer)]
+    alone = hospital_bot.respond("What are the Urgent Care hours?")
+    after = hospital_bot.respond("What are the Urgent Care hours?", history)
+    assert after.query == "What are the Urgent Care hours?"
+    assert [e["text"] for e in after.evidence] == [e["text"] for e in alone.evidence]
+
+
 def test_confidence_bands_follow_the_active_weights(bank_bot):
     w = bank_bot.selector.weights  # the UI's badge colours come from these, not from numbers of its own
     assert bank_bot.confidence_level(w.flag_prob) == "high"

@@ -64,17 +64,20 @@ def is_followup(message: str) -> bool:
     return len(own) <= 1 and len(words) <= 6
 
 
-def condense(message: str, history: list[tuple[str, str]] | None) -> str:
-    """A standalone search query for `message`, given earlier (user, assistant) turns."""
+def condense(message: str, history: list[tuple[str, str]] | None, *, force: bool = False) -> str:
+    """A standalone search query for `message`, given earlier (user, assistant) turns. With `force`, the
+    message gains the earlier topic even when it does not read as a follow-up ("can my 8 year old come
+    with me?" after a question about ICU visiting hours): for a caller that also searches the message
+    alone and keeps the stronger evidence."""
     previous = ""
     for user, _bot in history or []:  # each earlier question condensed against the one before it
         previous = _condense_one(user, previous)
-    return _condense_one(message, previous)
+    return _condense_one(message, previous, force=force)
 
 
-def _condense_one(message: str, previous: str) -> str:
+def _condense_one(message: str, previous: str, *, force: bool = False) -> str:
     message = " ".join(message.split())
-    if not previous or not is_followup(message):
+    if not previous or not (force or is_followup(message)):
         return message
     own = set(content_words(message))
     topic = [w for w in content_words(previous) if w not in own][:MAX_TOPIC_WORDS]
