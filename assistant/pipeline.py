@@ -423,21 +423,22 @@ class Assistant:
             # then, so a new question that stands on its own is never pulled back to the earlier topic
             forced = condense(message, history, force=True)
             if forced not in queries:
-                again = self._strongest([forced], config, session_id)
+                again = self._strongest([forced], config, session_id, asks=message)
                 if again[0] > best[0] and not again[2].flagged:
                     best = again
         return best[1], best[2], best[3]
 
-    def _strongest(self, queries: list[str], config: AssistantConfig,
-                   session_id: str | None) -> tuple[float, str, Selection, list[Hit]]:
-        """(best unit's score, query, selection, pool) of the query whose evidence scores highest."""
+    def _strongest(self, queries: list[str], config: AssistantConfig, session_id: str | None,
+                   asks: str | None = None) -> tuple[float, str, Selection, list[Hit]]:
+        """(best unit's score, query, selection, pool) of the query whose evidence scores highest (`asks`: the
+        text whose kind of fact counts, when not the query itself)."""
         pools = self.searcher.search_many(queries, k=config.pool_k, min_score=config.pool_min_score,
                                           mode=config.search_mode, session=session_id)
         # sentences that address the assistant (quarantined at index time) never become evidence
         pools = [self.injection.clean(pool, self.searcher.store) for pool in pools]
         best: tuple[float, str, Selection, list[Hit]] | None = None
         for query, pool in zip(queries, pools, strict=True):
-            found = self.selector.assess(query, pool) if pool else Selection([], 0.0, False)
+            found = self.selector.assess(query, pool, asks) if pool else Selection([], 0.0, False)
             score = found.evidence[0].score if found.evidence else -1.0
             if best is None or score > best[0]:
                 best = (score, query, found, pool)

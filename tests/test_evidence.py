@@ -36,6 +36,12 @@ def test_asked_kinds():
         assert any(k.search(fact) for k in durations), fact
     assert not any(k.search("at 4:00 p.m.") for k in durations)
     assert any(k.search("call the 24/7 Nurse Advice Line") for k in asked_kinds("when can i call the nurse line"))
+    times = asked_kinds("what's the latest i can send a wire today")
+    for fact in ("Outgoing domestic wire: $30: 4:00 p.m.: Same business day", "open 8:00 a.m. to 8:00 p.m. daily",
+                 "we stop registering at 7:30 p.m.", "until 9pm", "from 9 am"):
+        assert any(k.search(fact) for k in times), fact  # "p.m." written with its dots, however it is followed
+    assert not any(k.search("I am 9 and a half") for k in times)
+    assert any(k.search("at least 3 business days before") for k in asked_kinds("how far ahead do i have to ask"))
 
 
 def test_compounds_match_however_they_are_spelled():
@@ -258,6 +264,17 @@ def test_a_new_question_that_stands_alone_keeps_its_own_answer(hospital_bot):
     after = hospital_bot.respond("What are the Urgent Care hours?", history)
     assert after.query == "What are the Urgent Care hours?"
     assert [e["text"] for e in after.evidence] == [e["text"] for e in alone.evidence]
+
+
+def test_a_sentence_that_leans_on_the_one_before_brings_it(hospital_bot):
+    # "On other holidays ..." alone would read as if the pharmacy were open on Christmas Day
+    first = "where is the outpatient pharmacy"
+    history = [(first, hospital_bot.respond(first).answer)]
+    response = hospital_bot.respond("is it open on christmas?", history)
+    texts = [e["text"] for e in response.evidence]
+    assert "Closed on New Year's Day, Thanksgiving Day and Christmas Day." in texts, texts
+    other = next(i for i, t in enumerate(texts) if t.startswith("On other holidays"))
+    assert texts[other - 1].startswith("Closed on New Year's Day")  # read in the documents' order
 
 
 def test_confidence_bands_follow_the_active_weights(bank_bot):
