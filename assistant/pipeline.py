@@ -410,7 +410,8 @@ class Assistant:
                        session_id: str | None = None) -> tuple[str, Selection, list[Hit]]:
         """(query searched, what the selector found, passage pool). After earlier turns the message is searched both as it
         is and condensed with the earlier topic (assistant/understanding/condense.py); the stronger evidence decides, so
-        "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up."""
+        "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up. A message
+        that still finds no sure answer gets one more search with the earlier topic added."""
         queries = [message]
         if history:
             condensed = self.retrieval_query(message, history)
