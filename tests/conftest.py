@@ -61,6 +61,15 @@ def hospital_bot(data_dir, bank_bot):
                      embedder=bank_bot.embedder)
 
 
+def raw_bytes(paths) -> bytes:
+    """The files' bytes, read by a child process. Reading a live SQLite file here would drop this process's
+    locks on it: POSIX releases every lock a process holds on a file when any descriptor of that process to
+    the file is closed, and another process (a CLI test) could then checkpoint the WAL under the open
+    connections, which then fail with "disk I/O error"."""
+    code = "import sys\nfor p in sys.argv[1:]:\n    sys.stdout.buffer.write(open(p, 'rb').read())"
+    return subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, check=True).stdout
+
+
 def run_cli(*args: str, env: dict | None = None, input: str | None = None, timeout: int = 600):
     """Run `python -m ...` the way a user would; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}

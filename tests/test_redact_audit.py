@@ -12,7 +12,7 @@ import pytest
 from assistant.compliance.audit import AuditLog, TurnRecord, parse_since
 from assistant.compliance.redact import Redactor, iban_ok, luhn_ok, public_numbers
 from assistant.tools.redact_eval import evaluate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, raw_bytes
 
 
 def test_checksums():
@@ -54,7 +54,7 @@ def test_recall_on_generated_cases_and_false_positives():
 def stored_bytes(target) -> bytes:
     """Everything the store holds, as bytes: the SQLite files, or every PostgreSQL row as text."""
     if not str(target).startswith("postgresql://"):
-        return b"".join(p.read_bytes() for p in target.parent.glob(target.name + "*"))
+        return raw_bytes(sorted(target.parent.glob(target.name + "*")))
     import psycopg
 
     with psycopg.connect(target) as conn:

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from assistant.compliance.audit import AuditLog
+from tests.conftest import raw_bytes
 
 
 class CountingGenerator:
@@ -117,7 +118,7 @@ def test_pii_never_reaches_the_audit_log_or_tickets(bank_bot, data_dir):
     bank_bot.respond(f"my card {secrets[0]} was stolen, email me at {secrets[1]}", session_id="pii")
     bank_bot.respond(f"I need to talk to a person, call me on {secrets[2]}, ssn {secrets[3]}", session_id="pii")
     bank_bot.handoff([(f"my email is {secrets[1]}", "ok")], session_id="pii")
-    raw = b"".join(p.read_bytes() for p in data_dir.glob("audit.sqlite*"))
+    raw = raw_bytes(sorted(data_dir.glob("audit.sqlite*")))
     for secret in secrets:
         assert secret.encode() not in raw, secret
     log = AuditLog(data_dir / "audit.sqlite")
