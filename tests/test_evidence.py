@@ -7,7 +7,14 @@ import re
 import numpy as np
 
 from assistant.answering.compose import compose, quote
-from assistant.answering.evidence import Evidence, EvidenceSelector, asked_kinds, terms, units
+from assistant.answering.evidence import (
+    Evidence,
+    EvidenceSelector,
+    asked_kinds,
+    places_missing,
+    terms,
+    units,
+)
 from assistant.answering.verify import (
     SentenceCheck,
     dropped_qualifiers,
@@ -275,6 +282,18 @@ def test_a_sentence_that_leans_on_the_one_before_brings_it(hospital_bot):
     assert "Closed on New Year's Day, Thanksgiving Day and Christmas Day." in texts, texts
     other = next(i for i, t in enumerate(texts) if t.startswith("On other holidays"))
     assert texts[other - 1].startswith("Closed on New Year's Day")  # read in the documents' order
+
+
+def test_a_place_the_evidence_does_not_name_is_only_the_closest_match(hospital_bot):
+    unit = Evidence(n=1, text="Outpatient clinics: Monday to Friday 8:00 a.m. to 5:00 p.m.", source="x.md",
+                    title="Hours", section="Clinics", score=0.7)
+    assert places_missing("what are the hours of the physical therapy clinic", unit) == ["therapy", "physical"]
+    assert places_missing("when are your outpatient clinics open", unit) == []
+    assert places_missing("what time do the labs open, bringing my son for labs", unit) == []  # no name before
+    response = hospital_bot.respond("what are the hours of the physical therapy clinic")
+    assert response.caveat or response.refused or response.action != "answer", response.answer
+    pharmacy = hospital_bot.respond("What are the Outpatient Pharmacy's weekend hours?")
+    assert not pharmacy.caveat and "9:00 a.m. to 5:00 p.m." in pharmacy.answer
 
 
 def test_confidence_bands_follow_the_active_weights(bank_bot):

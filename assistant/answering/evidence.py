@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from assistant.answering.cite import sentences as split_sentences
+from assistant.understanding.condense import STOPWORDS
 from index.bm25 import tokenize
 from index.embed import Embedder
 from index.search import Hit
@@ -329,7 +330,35 @@ class EvidenceSelector:
                              section=" › ".join(hits[i].headings), score=float(score), chunk_id=hits[i].chunk_id,
                              signals=signals)
                     for score, i, unit, signals in chosen]
-        return Selection(evidence, prob, prob < w.flag_prob)
+        # the hours of "the physical therapy clinic" answered with another clinic's hours would be a wrong
+        # answer given with confidence: when the best sentence is not about the place the question names, it
+        # is shown only as the closest the documents come
+        elsewhere = bool(places_missing(asks or question, evidence[0]))
+        return Selection(evidence, prob, prob < w.flag_prob or elsewhere)
+
+
+_PLACE = re.compile(r"\b(?:clinic|lab|laboratory|unit|center|centre|department|office|suite|pharmacy|branch|desk|"
+                    r"shop|cafeteria|ward|program)s?\b", re.I)
+_NOT_A_NAME = frozenset({"main", "local", "nearest", "closest", "new", "big", "bigger", "same", "other", "another",
+                         "next", "first", "whats", "hospital", "hospitals", "regional", "medical"})
+
+
+def places_missing(question: str, evidence: Evidence) -> list[str]:
+    """The words naming a place the question asks about ("the *physical therapy* clinic", "the *fairhaven*
+    branch": up to two words right before clinic, lab, unit, branch...) that the evidence sentence, its
+    headings and its title do not hold."""
+    low = question.lower()
+    names: list[str] = []
+    for match in _PLACE.finditer(low):
+        for word in reversed(re.findall(r"[a-z][a-z'-]*", low[:match.start()])[-2:]):
+            word = word.removesuffix("'s").removesuffix("’s")
+            if word in STOPWORDS or word in _NOT_A_NAME:
+                break
+            names.append(word)
+    if not names:
+        return []
+    held = set(terms(f"{evidence.title} {evidence.section} {evidence.text}"))
+    return [w for w in names if not set(terms(w)) <= held]
 
 
 @dataclass
