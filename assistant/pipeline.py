@@ -286,14 +286,15 @@ class Assistant:
     def classify(self, message: str, history: list[tuple[str, str]]) -> Prediction:
         """The message's intent, with the safety rules and conversation context applied."""
         known = set(self.pack.intents)
-        if label := emergency_intent(message, known):
+        corrected = self.searcher.correct(message)
+        if label := emergency_intent(message, known) or emergency_intent(corrected, known):
             return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
         if only_injection(message, self.injection):
             return Prediction(label=OUT_OF_SCOPE, confidence=1.0, top=[(OUT_OF_SCOPE, 1.0)])
         if history and is_affirmative(message) and _HANDOFF_OFFER.search(history[-1][1] or ""):
             label = "human_agent" if "human_agent" in known else OUT_OF_SCOPE
             return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
-        prediction = self.classifier.predict_one(message)
+        prediction = self.classifier.predict_one(corrected)
         if prediction.label == OUT_OF_SCOPE and history and (len(message.split()) < 6 or is_followup(message)):
             # "and on Saturday?" after a branch-hours question: a follow-up, not a new topic
             prediction = Prediction(label="_followup", confidence=prediction.confidence, top=prediction.top)
@@ -376,7 +377,7 @@ class Assistant:
         prediction = self.classify(message, history)
         action = self.action_for(prediction.label)
         offer = None
-        if action in ("flow", "handoff") and asks_about(message):
+        if action in ("flow", "handoff") and asks_about(self.searcher.correct(message)):
             action, offer = "answer", prediction.label
         probe = None
         if (action in ("out_of_scope", "smalltalk") and not only_injection(message, self.injection)
@@ -411,7 +412,10 @@ class Assistant:
         """(query searched, what the selector found, passage pool). After earlier turns the message is searched both as it
         is and condensed with the earlier topic (assistant/understanding/condense.py); the stronger evidence decides, so
         "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up. A message
-        that still finds no sure answer gets one more search with the earlier topic added."""
+        that still finds no sure answer gets one more search with the earlier topic added. Misspelled words
+        are corrected to the documents' words first (index/spelling.py), in the message and the earlier turns."""
+        message = self.searcher.correct(message)
+        history = [(self.searcher.correct(user), bot) for user, bot in history]
         queries = [message]
         if history:
             condensed = self.retrieval_query(message, history)

@@ -50,6 +50,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -430,6 +431,11 @@ class MilvusStore(PrivateUploads):
                                output_fields=_CHUNK_FIELDS):
                 out[int(e["row"])] = _record(e)
         return out
+
+    def texts(self) -> Iterator[tuple[int, str]]:
+        """(row, title, headings and text) of every chunk."""
+        for e in self.scan(["row", "title", "headings", "text"]):
+            yield int(e["row"]), " \n".join([e["title"] or "", *json.loads(e["headings"] or "[]"), e["text"] or ""])
 
     def scan(self, fields: list[str], where: str = "") -> list[dict]:
         """Every chunk's `fields` (matching the filter `where`), read in batches."""

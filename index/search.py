@@ -136,14 +136,20 @@ class Searcher:
     """Query one index with the embedder it was built with."""
 
     def __init__(self, store: IndexStore, embedder: Embedder, reranker: Reranker | None = None,
-                 fusion: FusionConfig | None = None):
+                 fusion: FusionConfig | None = None, spelling: bool = True):
         if store.manifest.embedder != embedder.name:
             raise SettingError(
                 f"index was built with embedder '{store.manifest.embedder}', not '{embedder.name}'"
             )
         self.store, self.embedder, self.reranker = store, embedder, reranker
         self.fusion = fusion or FusionConfig()
+        self.spelling = spelling
         self._lock = threading.Lock()
+
+    def correct(self, query: str) -> str:
+        """`query` with its misspelled words corrected to the index's words (index/spelling.py); as it is
+        when `spelling` is off."""
+        return self.store.speller().correct(query) if self.spelling else query
 
     def search(self, query: str, k: int = 5, min_score: float = 0.0, mode: str = "hybrid",
                rerank: bool = False, exclude: set[str] | None = None, session: str | None = None) -> list[Hit]:
@@ -164,6 +170,8 @@ class Searcher:
         if rerank and self.reranker is None:
             raise SettingError("reranking asked for but no reranker is configured (--reranker or RA_RERANKER)")
         store = self.store  # one version from start to end: row numbers never mix versions
+        if self.spelling:
+            queries = [store.speller().correct(q) for q in queries]
         results: list[list[Hit]] = [[] for _ in queries]
         live = [i for i, q in enumerate(queries) if q.strip()]
         if not live or len(store) == 0:
@@ -195,6 +203,8 @@ class Searcher:
             raise SettingError("fitting the adaptive fusion needs a FAISS index (every chunk's BM25 score): "
                              "build one with `python -m index build SRC --out DIR` and fit on it")
         hidden = store.hidden_rows(None)
+        if self.spelling:
+            queries = [store.speller().correct(q) for q in queries]
         vectors = self.embedder.encode(list(queries))
         depth = self._depth(store, k)
         _, dense_rows = store.search_vectors(vectors, depth, hidden)

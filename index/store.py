@@ -34,7 +34,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -48,6 +48,7 @@ from index.errors import UserError
 from index.ingest import Document, IngestError, iter_files, load_document
 from index.limits import IngestLimits
 from index.quiet import progress_bar
+from index.spelling import Speller, word_counts
 
 FORMAT_VERSION = 2
 # Past this many chunks the vectors go into an HNSW graph instead of an exact flat index: at 100k
@@ -158,6 +159,16 @@ class PrivateUploads:
     The store provides `uploads()`, `rows_for_path()` and a `_private_rows` cache (None until used)."""
 
     _private_rows: dict[str, np.ndarray] | None
+    _speller: Speller | None = None
+
+    def speller(self) -> Speller:
+        """The spelling corrector over the words of every chunk all sessions may see (index/spelling.py);
+        built on first use from this version's chunks, so a private upload's words never correct another
+        session's query."""
+        if self._speller is None:
+            hidden = set(self.hidden_rows(None).tolist())
+            self._speller = Speller(word_counts(text for row, text in self.texts() if row not in hidden))
+        return self._speller
 
     def hidden_rows(self, session: str | None) -> np.ndarray:
         """Rows of private uploads that `session` did not make: what its searches must not see."""
@@ -330,6 +341,11 @@ class IndexStore(PrivateUploads):
             record["headings"] = json.loads(record["headings"])
             out[record["row"]] = record
         return out
+
+    def texts(self) -> Iterator[tuple[int, str]]:
+        """(row, title, headings and text) of every chunk."""
+        for row, title, headings, text in self.db.execute("SELECT row, title, headings, text FROM chunks"):
+            yield row, " \n".join([title or "", *json.loads(headings), text])
 
     def files(self) -> dict[str, dict]:
         cur = self.db.execute("SELECT path, source, file_hash, n_chunks FROM files")

@@ -93,6 +93,7 @@ def test_private_upload_is_searched_only_by_its_session_until_approved(data, emb
     assert "uploads/zephyr.md" not in sources(searcher)  # no session: the shared index only
     hidden = searcher.search("Zephyr Day noon", k=5, mode="bm25", session="s-bob")
     assert all(h.source != "uploads/zephyr.md" for h in hidden)  # not by keywords either
+    assert "zephyr" not in searcher.store.speller().words  # nor as a word typos are corrected to
 
     listed = run_cli("index", "uploads", str(index_dir), "--json")
     assert listed.returncode == 0, listed.stderr
@@ -104,6 +105,7 @@ def test_private_upload_is_searched_only_by_its_session_until_approved(data, emb
     assert "uploads/zephyr.md" not in sources(searcher, "s-bob")  # a Searcher keeps its version ...
     searcher.refresh()  # ... until told to follow the live one
     assert sources(searcher, "s-bob")[0] == "uploads/zephyr.md" and sources(searcher)[0] == "uploads/zephyr.md"
+    assert "zephyr" in searcher.store.speller().words
     [now] = list_uploads(index_dir)
     assert (now.status, now.approved_by, now.user) == ("shared", "carol", "alice")
     assert (shared / "uploads" / "zephyr.md").is_file() and not list((data / "uploads" / ".private").rglob("*.md"))

@@ -1,0 +1,77 @@
+"""Spelling correction of queries (index/spelling.py): the real word list, a real index, the real bank pack."""
+
+from __future__ import annotations
+
+import pytest
+
+from index.search import Searcher
+from index.spelling import Speller, english_words, word_counts
+from index.store import IndexStore, build_index
+
+DOCS = ("Your routing number for direct deposit is 021000555. A stolen debit card can be frozen in the app. "
+        "Visiting hours are 8:00 a.m. to 8:00 p.m. Northbridge charges no overdraft fee under $50.")
+
+
+@pytest.fixture(scope="module")
+def speller() -> Speller:
+    return Speller(word_counts([DOCS]))
+
+
+def test_the_english_word_list_ships_with_the_package():
+    words = english_words()
+    assert len(words) > 100_000 and {"thank", "favorite", "math", "pills"} <= set(words)
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("What ruting numbr do I give for direct deposit?", "What routing number do I give for direct deposit?"),
+    ("my stolne deibt card", "my stolen debit card"),
+    ("Visiitng houurs?", "Visiting hours?"),          # capitals kept, a swap and a doubled letter
+    ("Northbrige overdarft fee", "Northbridge overdraft fee"),
+    ("can i send mony to my prople", "can i send mony to my people"),  # "people": an English word, not theirs
+])
+def test_misspelled_words_become_the_documents_words(speller, typed, meant):
+    assert speller.correct(typed) == meant
+
+
+@pytest.mark.parametrize("text", [
+    "thank you, my moms card was texted to a scam artist",  # English words and their endings, typed as meant
+    "dont know why it isnt there, whats going on",       # contractions without the apostrophe
+    "the ATM and the IRAs",                               # acronyms
+    "card 4412-8876 on 3/4, ok?",                         # digits, short words
+    "",
+])
+def test_words_typed_as_meant_are_kept(speller, text):
+    assert speller.correct(text) == text and speller.corrections(text) == {}
+
+
+def test_shorthand_is_written_out_and_correction_is_idempotent(speller):
+    once = speller.correct("need my acct info for an appt tmrw, visiitng hrs?")
+    assert once == "need my account info for an appointment tomorrow, visiting hours?"
+    assert speller.correct(once) == once
+    assert speller.corrections("visiitng hrs") == {"visiitng": "visiting", "hrs": "hours"}
+
+
+def test_without_a_word_list_nothing_is_changed():
+    assert Speller(word_counts([DOCS]), english={}).correct("stolne deibt card") == "stolne deibt card"
+
+
+def test_search_meets_the_documents_despite_typos(tmp_path, embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "wires.md").write_text("# Wire transfers\n\nAn outgoing international wire costs $45.\n")
+    (docs / "cards.md").write_text("# Lost cards\n\nFreeze a stolen debit card in the app.\n")
+    build_index([str(docs)], tmp_path / "idx", embedder, progress=False)
+    store = IndexStore.open(tmp_path / "idx")
+    on, off = Searcher(store, embedder), Searcher(store, embedder, spelling=False)
+    assert on.correct("internatinal wirre") == "international wire"
+    assert [h.source for h in on.search("internatinal wirre", k=1, mode="bm25")] == ["wires.md"]
+    assert off.search("internatinal wirre", k=1, mode="bm25") == []  # no word meets BM25 as typed
+    assert off.correct("internatinal wirre") == "internatinal wirre"
+
+
+def test_a_question_with_typos_is_answered_like_the_clean_one(bank_bot):
+    clean = bank_bot.respond("What routing number do I give my employer for direct deposit?")
+    typed = bank_bot.respond("What ruting numbeer do I give my emplyer for direct depositt?")
+    assert not typed.refused and "021555013" in clean.answer
+    assert "021555013" in typed.answer
+    assert typed.query.startswith("What routing number do I give my employer for direct deposit")
