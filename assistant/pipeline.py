@@ -111,6 +111,7 @@ class Response:
     offer: str | None = None  # a flow or handoff offered beside an answer ("how do I complain?")
     query: str = ""  # what was searched (a follow-up condensed with the earlier topic, or the message)
     user: str | None = None  # who asked: the login name, when logins are on
+    corrections: dict[str, str] = field(default_factory=dict)  # misspelled word -> what it was read as
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -352,7 +353,8 @@ class Assistant:
         intent_ms = (time.perf_counter() - started) * 1000
         label = None if prediction.label == "_followup" else prediction.label
         base = dict(intent=label, action=action, intent_confidence=round(prediction.confidence, 3),
-                    model=self.llm_name, turn_id=turn.id, user=turn.user)
+                    model=self.llm_name, turn_id=turn.id, user=turn.user,
+                    corrections=self.searcher.corrections(message))
         if action != "answer":
             response = self._scripted(message, prediction.label, action, session_id, history)
             response.latency_ms = {"intent": round(intent_ms, 1),

@@ -69,7 +69,7 @@ def _where(args: argparse.Namespace, index: str):
 def _searcher(args: argparse.Namespace) -> Searcher:
     store = IndexStore.open(_where(args, args.index), embedder=args.embedder)
     reranker = resolve_reranker(args.reranker) if (args.rerank or args.reranker) else None
-    return Searcher(store, _embedder(args, store), reranker=reranker)
+    return Searcher(store, _embedder(args, store), reranker=reranker, spelling=not args.no_spelling)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -135,10 +135,13 @@ def cmd_query(args: argparse.Namespace) -> int:
                 print(json.dumps({"qid": qid, "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False))
         return 0
     hits = searcher.search(args.text, k=args.k, min_score=args.min_score, mode=args.mode, rerank=args.rerank)
+    searched = searcher.correct(args.text)
     if args.json:
-        print(json.dumps({"query": args.text, "mode": args.mode, "hits": [_hit_json(h) for h in hits]},
-                         ensure_ascii=False))
+        print(json.dumps({"query": args.text, "searched": searched, "mode": args.mode,
+                          "hits": [_hit_json(h) for h in hits]}, ensure_ascii=False))
         return 0
+    if searched != args.text:
+        print(f"searched for: {searched}")
     if not hits:
         print("no relevant passages")
     for rank, hit in enumerate(hits, start=1):
@@ -316,6 +319,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--rerank", action="store_true", help="rerank the top candidates with a cross-encoder")
         sp.add_argument("--reranker", default=default_reranker_spec(),
                         help="cross-encoder directory or hub id (default: $RA_RERANKER)")
+        sp.add_argument("--no-spelling", action="store_true",
+                        help="search queries as typed (default: misspelled words are corrected to the index's words)")
         model_args(sp)
 
     q = sub.add_parser("query", help="search an index (one query, or a JSONL batch with --queries)")

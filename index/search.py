@@ -151,6 +151,10 @@ class Searcher:
         when `spelling` is off."""
         return self.store.speller().correct(query) if self.spelling else query
 
+    def corrections(self, query: str) -> dict[str, str]:
+        """{written word: corrected word} for the words `correct` changes."""
+        return self.store.speller().corrections(query) if self.spelling else {}
+
     def search(self, query: str, k: int = 5, min_score: float = 0.0, mode: str = "hybrid",
                rerank: bool = False, exclude: set[str] | None = None, session: str | None = None) -> list[Hit]:
         """Top-k passages with dense score >= min_score, best first, one per distinct text.

@@ -7,6 +7,8 @@ import pytest
 from index.search import Searcher
 from index.spelling import Speller, english_words, word_counts
 from index.store import IndexStore, build_index
+from tests.conftest import run_cli
+from ui.app import render_details
 
 DOCS = ("Your routing number for direct deposit is 021000555. A stolen debit card can be frozen in the app. "
         "Visiting hours are 8:00 a.m. to 8:00 p.m. Northbridge charges no overdraft fee under $50.")
@@ -67,6 +69,11 @@ def test_search_meets_the_documents_despite_typos(tmp_path, embedder):
     assert [h.source for h in on.search("internatinal wirre", k=1, mode="bm25")] == ["wires.md"]
     assert off.search("internatinal wirre", k=1, mode="bm25") == []  # no word meets BM25 as typed
     assert off.correct("internatinal wirre") == "internatinal wirre"
+    shown = run_cli("index", "query", str(tmp_path / "idx"), "internatinal wirre", "--mode", "bm25", "-k", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert "searched for: international wire" in shown.stdout and "wires.md" in shown.stdout
+    typed = run_cli("index", "query", str(tmp_path / "idx"), "internatinal wirre", "--mode", "bm25", "--no-spelling")
+    assert typed.returncode == 0 and "no relevant passages" in typed.stdout and "searched for" not in typed.stdout
 
 
 def test_a_question_with_typos_is_answered_like_the_clean_one(bank_bot):
@@ -75,3 +82,6 @@ def test_a_question_with_typos_is_answered_like_the_clean_one(bank_bot):
     assert not typed.refused and "021555013" in clean.answer
     assert "021555013" in typed.answer
     assert typed.query.startswith("What routing number do I give my employer for direct deposit")
+    assert typed.corrections == {"ruting": "routing", "numbeer": "number", "emplyer": "employer",
+                                 "depositt": "deposit"} and clean.corrections == {}
+    assert "Read as: <i>ruting</i> → routing" in render_details(typed)  # the UI says how it read the message

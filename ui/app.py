@@ -157,6 +157,9 @@ def render_details(response: Response | None, note: str = "", bot: Assistant | N
     if response.refused and response.action == "answer":
         badges.append("<span class='ra-badge ra-low'>not answered: documents do not support it</span>")
     parts = [f"<div class='ra-badges'>{''.join(badges)}</div>"]
+    if response.corrections:
+        read = ", ".join(f"<i>{html.escape(a)}</i> → {html.escape(b)}" for a, b in response.corrections.items())
+        parts.append(f"<div class='ra-read-as'>Read as: {read}</div>")
     if response.ticket:
         parts.append(f"<div class='ra-ticket'>Ticket <b>{html.escape(response.ticket)}</b></div>")
     if response.sentences:
@@ -261,6 +264,7 @@ CSS = """
 .ra-cited {background: #dcfce7; color: #166534; border-radius: 4px; padding: 0 6px; font-size: 0.85em;}
 .ra-where, .ra-section {color: #6b7280; font-size: 0.9em;} .ra-snippet {margin-top: 4px;}
 .ra-sources-title {font-weight: 700; margin-top: 8px;} .ra-latency, .ra-note {color: #6b7280; margin-top: 6px;}
+.ra-read-as {color: #6b7280; margin: 6px 0;}
 """
 
 
