@@ -59,6 +59,8 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
                    f"irrelevant (default: {defaults['min_score'].default})")
     p.add_argument("--search-mode", default=None, choices=SEARCH_MODES,
                    help="how passages are found (default: hybrid = BM25 + dense, tuned)")
+    p.add_argument("--no-spelling", dest="spelling", action="store_false", default=None,
+                   help="search messages as typed (default: misspelled words are corrected to the documents' words)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help=f"(default: {defaults['max_new_tokens'].default})")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (the default)")
@@ -217,10 +219,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.set in ("eval", "both"):
             reports.append(("eval", evaluate(bot, limit=args.limit, progress=not args.json, dump=dumped)))
         if args.set in ("dev", "both") and (bot.pack.root / "dev").is_dir():
-            reports.append(("dev", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped)))
+            reports.append(("dev", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
+                                                typos=args.typos)))
         if args.set == "fit":
             reports.append(("fit", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
-                                                split="fit")))
+                                                split="fit", typos=args.typos)))
     if args.dump:
         Path(args.dump).write_text("".join(json.dumps(d) + "\n" for d in dumped))
     if args.json:
@@ -358,6 +361,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", default="both", choices=("eval", "dev", "both", "fit"),
                     help="dev: the customer-phrased set written from the documents only (never fitted on); "
                          "fit: the customer-phrased set that thresholds are fitted on (for trying a change)")
+    ev.add_argument("--typos", type=int, default=0,
+                    help="dev/fit sets: put N seeded typos into every message (robustness to typing)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--dump", default=None, help="write every answer's confidence features to this JSONL file")
     ev.set_defaults(func=cmd_eval)

@@ -33,7 +33,7 @@ ENVIRONMENT = {
     "domain": "RA_DOMAIN", "model": "RA_MODEL", "embedder": "RA_EMBEDDER", "adapter": "RA_ADAPTER",
     "device": "RA_DEVICE", "data_dir": "RA_DATA_DIR", "backend": "RA_BACKEND", "base_url": "RA_OPENAI_BASE_URL",
     "gguf_quant": "RA_GGUF_QUANT", "grounding": "RA_GROUNDING", "answer_mode": "RA_ANSWER_MODE",
-    "audit_url": "RA_AUDIT_URL", "intent_mode": "RA_INTENT_MODE",
+    "audit_url": "RA_AUDIT_URL", "intent_mode": "RA_INTENT_MODE", "spelling": "RA_SPELLING",
 }
 SETTINGS_ENV = "RA_SETTINGS"  # a settings file, when --settings is not given
 
@@ -56,6 +56,7 @@ class AssistantConfig:
     top_k: int = 2  # swept 1-3 on the packs' question sets: 2 gave the most cited facts (see README)
     min_score: float = DEFAULT_MIN_SCORE
     search_mode: str = "hybrid"  # hybrid, dense or bm25 (see index/search.py)
+    spelling: bool = True  # correct misspelled words to the documents' words before searching (index/spelling.py)
     max_new_tokens: int = 160
     max_message_chars: int = 2000  # longer messages are answered with the limit, enforced here, not only in the UI
     temperature: float = 0.0
@@ -141,6 +142,10 @@ def _typed(name: str, raw: str, where: str) -> object:
     """A value from the environment converted to the field's type, or a SettingError naming the variable."""
     kind = typing.get_type_hints(AssistantConfig)[name]
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    if base is bool:
+        if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise SettingError(f"{where}={raw!r}: {name} takes 1/0, true/false, yes/no or on/off")
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     try:
         return int(raw) if base is int else float(raw) if base is float else Path(raw) if base is Path else raw
     except ValueError:

@@ -239,7 +239,8 @@ class Assistant:
         self.embedder = embedder or resolve_embedder(self.config.embedder, device=self.config.device)
         self.index_report = ensure_index(self.pack, self.embedder, self.config.index_dir, progress=progress,
                                          uploads=uploads_root(self.config.data_dir, self.pack))
-        self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder)
+        self.searcher = Searcher(IndexStore.open(self.config.index_dir, embedder=self.embedder.name), self.embedder,
+                                 spelling=self.config.spelling)
         self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir,
                                             self.config.intent_mode, progress=progress)
         self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))

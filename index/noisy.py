@@ -106,6 +106,17 @@ def noisy_question(question: str, seed: int = 0) -> str:
     return " ".join(words)
 
 
+def with_typos(text: str, count: int, seed: int = 0) -> str:
+    """`text` with one slip (as noisy_question makes them) in each of `count` of its words of 5+ letters,
+    chosen at random; the same for the same (seed, text)."""
+    rng = random.Random(f"typos:{seed}:{text}")
+    words = text.split(" ")
+    long_words = [n for n, w in enumerate(words) if len(w) >= 5 and w.isalpha()]
+    for n in rng.sample(long_words, min(len(long_words), count)):
+        words[n] = _typo(words[n], rng)
+    return " ".join(words)
+
+
 def noisy_questions(questions: list[dict], seed: int = 0) -> list[dict]:
     """The same records with `question` rewritten by noisy_question (other keys kept)."""
     return [{**q, "question": noisy_question(q["question"], seed)} for q in questions]

@@ -50,3 +50,20 @@ def test_eval_and_customer_phrased_reports(quote_bot):
     assert all(0.0 <= v <= 1.0 for v in _shares(fit).values())
     assert fit.source_in_pool >= fit.source_in_top2 and fit.fact_in_pool >= fit.fact_in_evidence
     assert len(dump) >= 6 and {"question", "refused", "caveat"} <= set(dump[0])
+
+
+def test_the_customer_phrased_report_with_typos(quote_bot):
+    from index.noisy import with_typos
+
+    text = "whats the monthly maintenance fee on everyday checking"
+    slipped = with_typos(text, 2)
+    assert slipped == with_typos(text, 2) != text  # seeded: the same slips every run
+    changed = [(a, b) for a, b in zip(text.split(), slipped.split(), strict=True) if a != b]
+    assert len(changed) == 2 and all(len(a) >= 5 for a, _ in changed)
+    dump: list = []
+    typed = evaluate_dev(quote_bot, limit=3, progress=False, dump=dump, split="fit", typos=2)
+    asked = [json.loads(line)["question"] for line in
+             (quote_bot.pack.root / "fit" / "questions.jsonl").read_text().splitlines()[:3]]
+    assert typed.typos == 2 and "with 2 typos" in typed.table()
+    assert [d["question"] for d in dump[:3]] == [with_typos(q, 2) for q in asked] != asked
+    assert all(0.0 <= v <= 1.0 for v in _shares(typed).values())

@@ -35,6 +35,10 @@ def test_bad_settings_are_user_errors(tmp_path):
         AssistantConfig.load(env={"RA_INTENT_MODE": "regex"})
     assert AssistantConfig.load(env={}).intent_mode == "finetune"
     assert AssistantConfig.load(env={"RA_INTENT_MODE": "linear"}).intent_mode == "linear"
+    assert AssistantConfig.load(env={}).spelling is True
+    assert AssistantConfig.load(env={"RA_SPELLING": "off"}).spelling is False
+    with pytest.raises(SettingError, match="RA_SPELLING='maybe': spelling takes 1/0"):
+        AssistantConfig.load(env={"RA_SPELLING": "maybe"})
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('modle = "typo.gguf"\n')
     with pytest.raises(SettingError, match="unknown setting.*modle"):

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from assistant.pipeline import Assistant
 from assistant.understanding.condense import condense
+from index.noisy import with_typos
 
 
 @dataclass
@@ -49,7 +50,8 @@ class EvalReport:
 
     def table(self) -> str:
         rows = [
-            ("answerable questions", f"{self.questions}"),
+            ("answerable questions", f"{self.questions}" + (f" (each message with {self.typos} typos)"
+                                                            if self.typos else "")),
             ("expected document retrieved (top-k)", f"{self.retrieved_source:.0%}"),
             ("a cited passage holds the fact", f"{self.cited_fact:.0%}"),
             ("the answer states the fact", f"{self.answer_has_fact:.0%}"),
@@ -203,6 +205,7 @@ class DevReport:
 
     domain: str
     answer_mode: str
+    typos: int  # slips of the keyboard put into each message (0: as written)
     questions: int
     stated: float  # the answer states an expected fact (and was not refused)
     confidently_wrong: float  # answered without caveat or refusal, and no expected fact in it
@@ -231,7 +234,8 @@ class DevReport:
 
     def table(self) -> str:
         rows = [
-            ("answerable questions", f"{self.questions}"),
+            ("answerable questions", f"{self.questions}" + (f" (each message with {self.typos} typos)"
+                                                            if self.typos else "")),
             ("the answer states the fact", f"{self.stated:.0%}"),
             ("confidently wrong", f"{self.confidently_wrong:.0%}"),
             ("caveat / refused (answerable)", f"{self.caveat:.0%} / {self.refused:.0%}"),
@@ -263,16 +267,25 @@ def _states(response, facts: list[str]) -> bool:
 
 
 def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True,
-                 dump: list | None = None, split: str = "dev") -> DevReport:
+                 dump: list | None = None, split: str = "dev", typos: int = 0) -> DevReport:
     """The customer-phrased dev set, end to end: answers, retrieval at each stage, follow-ups, routing.
 
-    `split="fit"` runs the same measures on the fitting set (for trying a change before reporting on dev)."""
+    `split="fit"` runs the same measures on the fitting set (for trying a change before reporting on dev).
+    `typos=N` puts N seeded slips of the keyboard into every message first (index/noisy.py: a letter
+    swapped, dropped, doubled or a neighbouring key), to measure how the answers hold up to typing."""
     started = time.time()
     root = bot.pack.root / split
     answerable = _read_jsonl(root / "questions.jsonl")[:limit]
     unanswerable = _read_jsonl(root / "unanswerable.jsonl")[:limit]
     dialogues = _read_jsonl(root / "followups.jsonl")[:limit]
     intents = _read_jsonl(root / "intents.jsonl")[:limit]
+    if typos:
+        slip = lambda text: with_typos(text, typos)  # noqa: E731
+        answerable = [{**q, "question": slip(q["question"])} for q in answerable]
+        unanswerable = [{**q, "question": slip(q["question"])} for q in unanswerable]
+        dialogues = [{**q, "question": slip(q["question"]), "history": [slip(h) for h in q["history"]]}
+                     for q in dialogues]
+        intents = [{**q, "text": slip(q["text"])} for q in intents]
     dump = dump if dump is not None else []
     config = bot.config
     c = dict.fromkeys(("stated", "wrong", "caveat", "refused", "top2", "pool", "fact_pool", "fact_ev", "answered",
@@ -330,7 +343,8 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
             caught += route.action == "emergency"
     n, u, i = max(len(answerable), 1), max(len(unanswerable), 1), max(len(intents), 1)
     return DevReport(
-        domain=bot.pack.name, answer_mode=config.answer_mode, questions=len(answerable), stated=c["stated"] / n,
+        domain=bot.pack.name, answer_mode=config.answer_mode, typos=typos, questions=len(answerable),
+        stated=c["stated"] / n,
         confidently_wrong=c["wrong"] / n, caveat=c["caveat"] / n, refused=c["refused"] / n,
         source_in_top2=c["top2"] / n, source_in_pool=c["pool"] / n, fact_in_pool=c["fact_pool"] / n,
         fact_in_evidence=c["fact_ev"] / n, llm_kept=c["kept"] / max(c["answered"], 1),
