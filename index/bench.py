@@ -135,7 +135,9 @@ def part_quality(args, embedder: Embedder, results: dict) -> None:
     print(f"{'rrf (k=60)':<16}{rrf['recall@5']:>10.4f}{rrf['mrr@10']:>10.4f}{rrf['ndcg@10']:>10.4f}")
     print(f"\n{ambiguous} questions head a section in more than one document; a retriever that cannot tell "
           f"those apart can expect at most nDCG@10 {ceiling:.4f}.")
-    heldout = {name: heldout_quality(searcher, fixed, qs) for name, qs in heldout_sets(args, questions).items()}
+    typed = Searcher(store, embedder, fusion=adaptive, spelling=False)
+    heldout = {name: heldout_quality(searcher, fixed, qs, typed)
+               for name, qs in heldout_sets(args, questions).items()}
     print("\n## Held out (the fusion was fitted on even-numbered questions): nDCG@10 / Recall@5 / MRR@10\n")
     print(heldout_table(heldout))
     print(f"\nadaptive fusion: bias {searcher.fusion.bias}, coefs {searcher.fusion.coefs} ({', '.join(FEATURES)})")
@@ -150,14 +152,18 @@ def part_quality(args, embedder: Embedder, results: dict) -> None:
 
 
 HELDOUT_MODES = {"bm25": "bm25", "dense": "dense", "hybrid-fixed": "hybrid, fixed 0.5",
-                 "hybrid": "hybrid, adaptive (default)"}
+                 "hybrid": "hybrid, adaptive (default)", "bm25-typed": "bm25, no spelling correction",
+                 "dense-typed": "dense, no spelling correction",
+                 "hybrid-typed": "hybrid, adaptive, no spelling correction"}
 
 
-def heldout_quality(searcher: Searcher, fixed: Searcher, questions: list[dict]) -> dict:
-    """Metrics per mode on one set, the adaptive gain over the best single mode (paired standard error),
-    and the best any per-query weight could do (each question's best weight on the grid, in hindsight)."""
+def heldout_quality(searcher: Searcher, fixed: Searcher, questions: list[dict], typed: Searcher) -> dict:
+    """Metrics per mode on one set (also searched as typed, without spelling correction), the adaptive
+    gain over the best single mode (paired standard error), and the best any per-query weight could do
+    (each question's best weight on the grid, in hindsight)."""
     runs = evaluate(searcher, questions, ["bm25", "dense", "hybrid"])
     runs.insert(2, replace(evaluate(fixed, questions, ["hybrid"])[0], mode="hybrid-fixed"))
+    runs += [replace(r, mode=f"{r.mode}-typed") for r in evaluate(typed, questions, ["bm25", "dense", "hybrid"])]
     by_mode = {r.mode: r for r in runs}
     best = max(("bm25", "dense"), key=lambda m: by_mode[m].metrics["ndcg@10"])
     gain = np.array([a["ndcg@10"] - b["ndcg@10"] for a, b in

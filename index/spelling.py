@@ -38,6 +38,7 @@ MIN_LENGTH = 5
 COMMON_COUNT = 10_000  # an English word this frequent in the list counts as common
 MIN_ENGLISH_COUNT = 100  # half the list's words sit at its floor of 50: rare names and oddities, not targets
 _ENDINGS = ("s", "es", "d", "ed", "er", "ers", "ing", "ly")
+_DROP_E = ("ed", "er", "ers", "ing")  # endings that drop a word's final e ("schedule" + "ing")
 
 # Chat shorthand, written out so that search meets the documents' words.
 SHORTHAND = {
@@ -120,11 +121,11 @@ class Speller:
         return bool(self.english) and bool(self.words)
 
     def _inflected(self, low: str) -> bool:
-        """A known word with an ending: "moms", "texted", "preapproved" (typed as meant)."""
+        """A known word with an ending: "moms", "texted", "preapproved", "scheduling" (typed as meant)."""
         for ending in _ENDINGS:
             stem = low[: -len(ending)]
             if low.endswith(ending) and len(stem) >= (3 if ending in ("s", "es") else 4) and (
-                    self.known(stem) or self.known(stem + "e")):
+                    self.known(stem) or (ending in _DROP_E and self.known(stem + "e"))):
                 return True
         return False
 

@@ -55,6 +55,10 @@ def test_bank_scripted_actions_route_without_the_llm(bank_bot, counted, message,
     ("her face is drooping and her speech is slurred", "medical_emergency"),
     ("I've been thinking about killing myself", "mental_health_crisis"),
     ("my son took too many pills", "medical_emergency"),
+    ("got stung by a bee and my throat feels like its closing up", "medical_emergency"),
+    ("my husband just collapsd and hes not answering", "medical_emergency"),  # a typo the corrector fixes
+    ("my baby is turning blue", "medical_emergency"),
+    ("my dad is cltuching his cheest, says its crushing pain", "medical_emergency"),  # rules read the corrected text
 ])
 def test_emergencies_get_the_fixed_safety_message(hospital_bot, counted, message, intent):
     counter = counted(hospital_bot)

@@ -30,6 +30,9 @@ EMERGENCY_PATTERNS: dict[str, list[str]] = {
         r"overdos(?:e|ed|ing)|took too many (?:pills|tablets)|swallowed (?:poison|bleach)",
         r"(?:bleeding|blood) (?:heavily|a lot|won'?t stop|will not stop)|severe bleeding|heavy bleeding",
         r"unconscious|passed out and|won'?t wake up|not responding|seizure|anaphyla\w+|choking",
+        # swelling that closes the airway, a collapse, and the blue of too little oxygen
+        r"throat\W+(?:\w+\W+){0,4}?(?:closing|clos(?:es|ed) up|swell\w*|swollen)|(?:tongue|lips?) (?:is |are )?(?:swell\w*|swollen)",
+        r"collapsed|(?:turning|turned|going) blue|(?:lips|face) (?:is |are |look |looks )?blue",
     ],
     "mental_health_crisis": [
         r"suicid\w*", r"kill(?:ing)? my ?self", r"end(?:ing)? my (?:own )?life", r"want to die",
