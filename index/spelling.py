@@ -10,12 +10,13 @@ neighbours swapped):
 - a word of the documents first (the most frequent of them), since that is what the query must meet;
 - else an English word (the most frequent), which at least gives the embedder a real word.
 
-Kept as written: words under 5 letters (too many neighbours to choose from), words with digits, acronyms
-in capitals, a plural or possessive typed without its apostrophe ("moms", "brigids") whose stem is known,
-the clipped start of a longer word ("intro" for "introductory"), a hyphenated word of
-the documents typed as one ("xrays"),
-contractions typed without it ("dont", "isnt"), and real words used by mistake ("debut card"), which need
-context a word list does not have. Common chat shorthand ("appt", "tmrw", "acct") is written out.
+A word of 4 letters is changed only when exactly one word of the documents is one edit away ("mney" ->
+"money"; "hous" could be "hours" or "house" and is kept). Kept as written: shorter words, words with
+digits, acronyms in capitals, a plural or possessive typed without its apostrophe ("moms", "brigids")
+whose stem is known, the clipped start of a longer word ("intro", "surg"), a hyphenated word of the
+documents typed as one ("xrays"), contractions typed without the apostrophe ("dont") and chat words
+("hola"), and real words used by mistake ("debut card"), which need context a word list does not have.
+Common chat shorthand ("appt", "tmrw", "acct") is written out.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MIN_LENGTH = 5
+SHORT_LENGTH = 4
 COMMON_COUNT = 10_000  # an English word this frequent in the list counts as common
 MIN_ENGLISH_COUNT = 100  # half the list's words sit at its floor of 50: rare names and oddities, not targets
 _ENDINGS = ("s", "es", "d", "ed", "er", "ers", "ing", "ly")
@@ -48,10 +50,12 @@ SHORTHAND = {
     "ppl": "people", "msg": "message", "dept": "department", "govt": "government", "rx": "prescription",
     "wknd": "weekend",
 }
-# Contractions typed without the apostrophe: kept as written (the embedder reads them; "dont" is not "done").
+# Contractions typed without the apostrophe and chat words the word list lacks: kept as written (the
+# embedder reads them; "dont" is not "done", "hola" is not "hold").
 CONTRACTIONS = frozenset(
     "dont doesnt didnt isnt arent wasnt werent havent hasnt hadnt couldnt shouldnt wouldnt mustnt youre "
-    "theyre thats whats theres heres youve theyve weve youll theyll yall".split())
+    "theyre thats whats theres heres youve theyve weve youll theyll yall "
+    "hola haha hehe lmao bruh".split())
 
 
 @lru_cache(maxsize=1)
@@ -81,8 +85,8 @@ def word_counts(texts: Iterable[str]) -> Counter:
 
 
 def _prefixes(words: Iterable[str]) -> frozenset[str]:
-    """Starts of at least MIN_LENGTH letters that leave 3 or more letters of the word out."""
-    return frozenset(w[:n] for w in words for n in range(MIN_LENGTH, len(w) - 2))
+    """Starts of at least SHORT_LENGTH letters that leave 3 or more letters of the word out."""
+    return frozenset(w[:n] for w in words for n in range(SHORT_LENGTH, len(w) - 2))
 
 
 @lru_cache(maxsize=1)
@@ -160,10 +164,13 @@ class Speller:
         low = word.lower()
         if low in SHORTHAND and low not in self.words:
             return _case_like(SHORTHAND[low], word)
-        if (len(word) < MIN_LENGTH or not word.isalpha() or (word.isupper() and len(word) > 1)
+        if (len(word) < SHORT_LENGTH or not word.isalpha() or (word.isupper() and len(word) > 1)
                 or low in CONTRACTIONS or self.known(low) or self._inflected(low) or self._clipped(low)):
             return word
         candidates = _edits1(low)
+        if len(low) < MIN_LENGTH:  # a short word: only to the one word of the documents it can be
+            found = [c for c in candidates if c in self.words and len(c) >= SHORT_LENGTH]
+            return _case_like(found[0], word) if len(found) == 1 else word
         for vocabulary, least in ((self.words, 1), (self.english, MIN_ENGLISH_COUNT))[: 2 if self.to_english else 1]:
             found = [c for c in candidates if vocabulary.get(c, 0) >= least]
             if found:

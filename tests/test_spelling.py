@@ -46,6 +46,13 @@ def test_words_typed_as_meant_are_kept(speller, text):
     assert speller.correct(text) == text and speller.corrections(text) == {}
 
 
+def test_a_four_letter_word_only_when_one_document_word_fits():
+    english = english_words()
+    assert Speller({"hours": 3, "money": 2}, english).correct("visiting hurs, mney") == "visiting hours, money"
+    assert Speller({"hours": 3, "house": 2}, english).correct("the hous") == "the hous"  # hours or house?
+    assert Speller({"surgical": 3, "sure": 2}, english).correct("med surg floor") == "med surg floor"  # clipped
+
+
 def test_shorthand_is_written_out_and_correction_is_idempotent(speller):
     once = speller.correct("need my acct info for an appt tmrw, visiitng hrs?")
     assert once == "need my account info for an appointment tomorrow, visiting hours?"
