@@ -160,7 +160,9 @@ def test_question_streams_an_answer_with_sources(page):
 
 
 def test_thumbs_up_is_stored_with_the_audit_record(page, ui_data):
-    ask(page, "What is the daily ATM withdrawal limit on my debit card?")
+    ask(page, "What is the daily ATM withdrawl limit on my debit card?")
+    # the panel says how a misspelled word was read; the audit keeps what the customer typed
+    assert "Read as: withdrawl → withdrawal" in page.locator("#details .ra-read-as").inner_text()
     page.locator("#feedback-comment textarea").fill("clear answer, thanks")
     bot = page.locator(BOT).last
     bot.hover()
@@ -168,7 +170,7 @@ def test_thumbs_up_is_stored_with_the_audit_record(page, ui_data):
     page.locator("#feedback-status").get_by_text("saved").wait_for()
     rows = audit_rows(ui_data, "SELECT f.rating, f.comment, t.message FROM feedback f JOIN turns t "
                                "ON t.id = f.turn_id ORDER BY f.id DESC LIMIT 1")
-    assert rows == [(1, "clear answer, thanks", "What is the daily ATM withdrawal limit on my debit card?")]
+    assert rows == [(1, "clear answer, thanks", "What is the daily ATM withdrawl limit on my debit card?")]
 
 
 def test_talk_to_a_person_creates_a_ticket(page, ui_data):
