@@ -219,6 +219,10 @@ def test_the_conversation_so_far_is_used(client):
         {"role": "user", "content": "and a domestic one?"}])
     query = reply.model_extra["assistant"]["query"]
     assert "wire" in query.lower() and query != "and a domestic one?"
+    assert reply.model_extra["assistant"]["corrections"] == {}
+    typed = client.chat.completions.create(model="bank", messages=[
+        {"role": "user", "content": "how much is an internatinal wire"}])
+    assert typed.model_extra["assistant"]["corrections"] == {"internatinal": "international"}
 
 
 def test_handoff_by_message_and_by_endpoint(api):

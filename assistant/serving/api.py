@@ -21,7 +21,8 @@ Routes (every /v1 route wants `Authorization: Bearer TOKEN`, a token from the se
 
 What OpenAI's format has no field for travels in a top-level "assistant" object, which OpenAI clients
 keep (`reply.assistant` in the `openai` package): turn_id (for feedback), session_id, intent, action,
-confidence, ticket, refused, caveat, sources, evidence, sentences and latency_ms. A request may carry
+confidence, ticket, refused, caveat, query (what was searched), corrections (misspelled words and what
+they were read as), sources, evidence, sentences and latency_ms. A request may carry
 `session_id` (the conversation's id in the audit log; a new one is made and returned when absent).
 
 How answers are written is the operator's choice (`serve --answer-mode ...`). A client's system
@@ -70,8 +71,8 @@ HISTORY_TURNS = 20  # earlier turns of a long conversation are dropped (the pipe
 KEEPALIVE_S = 10.0
 SESSION_ID = r"^[A-Za-z0-9._:@-]{1,128}$"
 ASSISTANT_FIELDS = ("turn_id", "intent", "intent_confidence", "action", "confidence", "ticket", "refused",
-                    "caveat", "grounded", "answer_mode", "offer", "support", "query", "sources", "evidence",
-                    "sentences", "latency_ms")
+                    "caveat", "grounded", "answer_mode", "offer", "support", "query", "corrections", "sources",
+                    "evidence", "sentences", "latency_ms")
 
 
 class APIError(Exception):
