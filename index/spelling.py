@@ -33,7 +33,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?")
+_TOKEN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")  # words, accented ones whole ("Schönlein")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MIN_LENGTH = 5
 SHORT_LENGTH = 4
@@ -116,7 +116,7 @@ class Speller:
     def __init__(self, words: dict[str, int], english: dict[str, int] | None = None, to_english: bool = True):
         self.words = {w: n for w, n in words.items() if w.isalpha()}
         self.to_english = to_english
-        self._prefixes: set[str] | None = None
+        self._prefixes: frozenset[str] | None = None
         self.english = english_words() if english is None else english
         self._cache: dict[str, str] = {}
 
@@ -164,7 +164,7 @@ class Speller:
         low = word.lower()
         if low in SHORTHAND and low not in self.words:
             return _case_like(SHORTHAND[low], word)
-        if (len(word) < SHORT_LENGTH or not word.isalpha() or (word.isupper() and len(word) > 1)
+        if (len(word) < SHORT_LENGTH or not word.isalpha() or not word.isascii() or (word.isupper() and len(word) > 1)
                 or low in CONTRACTIONS or self.known(low) or self._inflected(low) or self._clipped(low)):
             return word
         candidates = _edits1(low)

@@ -40,6 +40,7 @@ def test_misspelled_words_become_the_documents_words(speller, typed, meant):
     "dont know why it isnt there, whats going on",       # contractions without the apostrophe
     "the ATM and the IRAs",                               # acronyms
     "card 4412-8876 on 3/4, ok?",                         # digits, short words
+    "Henoch-Schönlein purpura, cuánto cuesta",            # words with accents
     "",
 ])
 def test_words_typed_as_meant_are_kept(speller, text):
