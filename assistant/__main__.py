@@ -131,7 +131,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         data = response.to_dict()
         out = {k: data[k] for k in ("answer", "sources", "intent", "action", "confidence", "latency_ms")}
         out.update({k: data[k] for k in ("ticket", "grounded", "model", "intent_confidence", "caveat", "refused",
-                                         "support", "turn_id")})
+                                         "support", "turn_id", "answer_mode", "query", "corrections", "offer",
+                                         "evidence", "sentences")})
         print(json.dumps(out, ensure_ascii=False))
         return 0
     if not shown:

@@ -30,6 +30,11 @@ def test_ask_json_cites_a_source_containing_the_fact(domain, question, fact, dat
     assert cited, f"no citation in {out['answer']!r}"
     assert f"[{cited[0]['n']}]" in out["answer"]
     assert any(fact.lower() in s["text"].lower() for s in cited), (out["answer"], cited)
+    # which sentences were quoted or verified, and from what evidence, as the UI shows them
+    assert out["answer_mode"] == "evidence" and out["evidence"] and out["sentences"]
+    assert set(out["evidence"][0]) >= {"n", "text", "source"}
+    assert {s["status"] for s in out["sentences"]} <= {"quoted", "verified", "restated", "removed"}
+    assert out["corrections"] == {} and out["query"]
 
 
 @pytest.mark.parametrize("bot_name", ["bank_bot", "hospital_bot"])
