@@ -16,7 +16,8 @@ digits, acronyms in capitals, a plural or possessive typed without its apostroph
 whose stem is known, the clipped start of a longer word ("intro", "surg"), a hyphenated word of the
 documents typed as one ("xrays"), contractions typed without the apostrophe ("dont") and chat words
 ("hola"), and real words used by mistake ("debut card"), which need context a word list does not have.
-Common chat shorthand ("appt", "tmrw", "acct") is written out.
+Common chat shorthand ("appt", "tmrw", "acct") is written out, and two words of the documents typed as
+one are split ("debitcard" -> "debit card").
 """
 
 from __future__ import annotations
@@ -171,8 +172,22 @@ class Speller:
         if len(low) < MIN_LENGTH:  # a short word: only to the one word of the documents it can be
             found = [c for c in candidates if c in self.words and len(c) >= SHORT_LENGTH]
             return _case_like(found[0], word) if len(found) == 1 else word
-        for vocabulary, least in ((self.words, 1), (self.english, MIN_ENGLISH_COUNT))[: 2 if self.to_english else 1]:
-            found = [c for c in candidates if vocabulary.get(c, 0) >= least]
-            if found:
-                return _case_like(max(found, key=lambda c: (vocabulary[c], c)), word)
+        found = [c for c in candidates if c in self.words]
+        if found:
+            return _case_like(max(found, key=lambda c: (self.words[c], c)), word)
+        if split := self._split(low):
+            return _case_like(split, word)
+        found = [c for c in candidates if self.english.get(c, 0) >= MIN_ENGLISH_COUNT] if self.to_english else []
+        if found:
+            return _case_like(max(found, key=lambda c: (self.english[c], c)), word)
         return word
+
+    def _split(self, low: str) -> str | None:
+        """Two words of the documents typed as one ("debitcard" -> "debit card"), each of 4+ letters; the
+        split whose rarer half is most frequent."""
+        splits = [(low[:i], low[i:]) for i in range(SHORT_LENGTH, len(low) - SHORT_LENGTH + 1)
+                  if low[:i] in self.words and low[i:] in self.words]
+        if not splits:
+            return None
+        left, right = max(splits, key=lambda p: (min(self.words[p[0]], self.words[p[1]]), p))
+        return f"{left} {right}"

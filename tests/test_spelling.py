@@ -54,6 +54,14 @@ def test_a_four_letter_word_only_when_one_document_word_fits():
     assert Speller({"surgical": 3, "sure": 2}, english).correct("med surg floor") == "med surg floor"  # clipped
 
 
+def test_two_document_words_typed_as_one_are_split():
+    words = word_counts(["Report a lost debit card. Your routing number. Online banking."])
+    speller = Speller(words)
+    assert speller.correct("my debitcard, the routingnumber") == "my debit card, the routing number"
+    assert speller.correct("Onlinebanking") == "Online banking"
+    assert speller.correct("metformin") == "metformin"  # no split into document words: kept
+
+
 def test_shorthand_is_written_out_and_correction_is_idempotent(speller):
     once = speller.correct("need my acct info for an appt tmrw, visiitng hrs?")
     assert once == "need my account info for an appointment tomorrow, visiting hours?"
