@@ -45,12 +45,27 @@ _WH_QUESTION = re.compile(
     r"(?:how|what|whats|what's|hows|how's|when|where|which|why|who)\b",
     re.IGNORECASE,
 )
+# a what/how/when... question typed inside a message without punctuation ("left my wallet in an uber its
+# 2am who do i even call"): the question word, at most two words, an auxiliary verb, then its subject; an
+# indirect question ("unhappy with how my issue was handled") puts the subject first and does not count
+_EMBEDDED_QUESTION = re.compile(
+    r"(?<!\babout )(?<!\bwith )(?<!\bknow )\b(?:how|what|whats|what's|when|where|which|who|why)"
+    r"(?:\s+[\w'$]+){0,2}?\s+(?:do|does|did|is|are|was|were|can|could|should|would|will)\s+"
+    r"(?:i|you|u|we|they|it|he|she|that|this|these|those|my|your|our|the|a|an|there|someone|anyone)\b"
+    r"|\b(?:is|are)\s+there\b",
+    re.IGNORECASE,
+)
 # where a message splits into clauses: punctuation, or a conjunction that starts a new one
 _CLAUSES = re.compile(r"[,.;:!?]+\s*|\s+(?:but|so|and then)\s+", re.IGNORECASE)
 
 
 def _clauses(message: str) -> list[str]:
-    return [clause for clause in _CLAUSES.split(message[:2000]) if clause.strip()]
+    """The message cut at punctuation and conjunctions, and before a question typed without punctuation."""
+    clauses = []
+    for clause in _CLAUSES.split(message[:2000]):
+        starts = [m.start() for m in _EMBEDDED_QUESTION.finditer(clause) if m.start() > 0]
+        clauses += [clause[a:b] for a, b in zip([0, *starts], [*starts, len(clause)], strict=True)]
+    return [clause for clause in clauses if clause.strip()]
 
 
 def requests_action(message: str) -> bool:
