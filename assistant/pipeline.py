@@ -48,6 +48,7 @@ from assistant.understanding.intents import (
     Prediction,
     load_utterances,
 )
+from assistant.understanding.pleasantries import strip_pleasantries
 from assistant.understanding.routing import asks_about
 from assistant.understanding.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
@@ -287,10 +288,15 @@ class Assistant:
         """A follow-up ("and for auto loans?") rewritten into a standalone query (assistant/understanding/condense.py)."""
         return condense(message, history)
 
+    def read(self, message: str) -> str:
+        """The message as the classifier and search read it: without a greeting, a thank-you or emoji around
+        the question (assistant/understanding/pleasantries.py), misspelled words corrected (index/spelling.py)."""
+        return self.searcher.correct(strip_pleasantries(message))
+
     def classify(self, message: str, history: list[tuple[str, str]]) -> Prediction:
         """The message's intent, with the safety rules and conversation context applied."""
         known = set(self.pack.intents)
-        corrected = self.searcher.correct(message)
+        corrected = self.read(message)
         if label := emergency_intent(message, known) or emergency_intent(corrected, known):
             return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
         if only_injection(message, self.injection):
@@ -382,7 +388,7 @@ class Assistant:
         prediction = self.classify(message, history)
         action = self.action_for(prediction.label)
         offer = None
-        if action in ("flow", "handoff") and asks_about(self.searcher.correct(message)):
+        if action in ("flow", "handoff") and asks_about(self.read(message)):
             action, offer = "answer", prediction.label
         probe = None
         if (action in ("out_of_scope", "smalltalk") and not only_injection(message, self.injection)
@@ -417,10 +423,10 @@ class Assistant:
         """(query searched, what the selector found, passage pool). After earlier turns the message is searched both as it
         is and condensed with the earlier topic (assistant/understanding/condense.py); the stronger evidence decides, so
         "how much does it cost to ..." stays a new question and "is there a fee for that?" a follow-up. A message
-        that still finds no sure answer gets one more search with the earlier topic added. Misspelled words
-        are corrected to the documents' words first (index/spelling.py), in the message and the earlier turns."""
-        message = self.searcher.correct(message)
-        history = [(self.searcher.correct(user), bot) for user, bot in history]
+        that still finds no sure answer gets one more search with the earlier topic added. The message and the
+        earlier turns are read first (`read`: greetings and thanks set aside, misspelled words corrected)."""
+        message = self.read(message)
+        history = [(self.read(user), bot) for user, bot in history]
         queries = [message]
         if history:
             condensed = self.retrieval_query(message, history)
