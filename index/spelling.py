@@ -16,6 +16,7 @@ digits, acronyms in capitals, a plural or possessive typed without its apostroph
 whose stem is known, the clipped start of a longer word ("intro", "surg"), a hyphenated word of the
 documents typed as one ("xrays"), contractions typed without the apostrophe ("dont") and chat words
 ("hola"), and real words used by mistake ("debut card"), which need context a word list does not have.
+A capitalised word no document holds is taken as a name ("Zelle", "Humana"), never made an English word.
 Common chat shorthand ("appt", "tmrw", "acct") is written out, and two words of the documents typed as
 one are split ("debitcard" -> "debit card").
 """
@@ -177,6 +178,8 @@ class Speller:
             return _case_like(max(found, key=lambda c: (self.words[c], c)), word)
         if split := self._split(low):
             return _case_like(split, word)
+        if word[:1].isupper():  # "Zelle", "Humana": a name the documents lack, not "Belle" or "human"
+            return word
         found = [c for c in candidates if self.english.get(c, 0) >= MIN_ENGLISH_COUNT] if self.to_english else []
         if found:
             return _case_like(max(found, key=lambda c: (self.english[c], c)), word)

@@ -41,6 +41,7 @@ def test_misspelled_words_become_the_documents_words(speller, typed, meant):
     "the ATM and the IRAs",                               # acronyms
     "card 4412-8876 on 3/4, ok?",                         # digits, short words
     "Henoch-Schönlein purpura, cuánto cuesta",            # words with accents
+    "can I pay with Zelle, do you take Humana",           # capitalised names no document holds
     "",
 ])
 def test_words_typed_as_meant_are_kept(speller, text):
