@@ -89,6 +89,9 @@ _DURATION = re.compile(r"\b\d+(?:\s?(?:to|-|–)\s?\d+)?(?:\s+|-)(?:business\s+|
 _PHONE = re.compile(r"\b1-\d{3}-\d{3}-\d{4}\b|\(?\b\d{3}\)?[-.\s]\d{3}-\d{4}\b|\b711\b|\b911\b")
 _IDENT = re.compile(r"\d{3,}|@|\bwww\.|\b[A-Z]{4,}\d*\b|\b(?:floor|building|street|avenue|road|suite|room|"
                     r"entrance|level|wing|tower)\b", re.I)
+_ADDRESS = re.compile(r"\b\d{1,6}\s+(?:[A-Z][\w.'-]*\s+){1,4}(?:Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Drive|Dr\.?|"
+                      r"Boulevard|Blvd\.?|Lane|Ln\.?|Way|Parkway|Pkwy\.?|Place|Court|Ct\.?|Highway|Hwy\.?)(?!\w)|"
+                      r"\bP\.?\s?O\.?\s+Box\s+\d+|@\w")
 _ASKS = [
     (re.compile(r"\b(?:how much|fee|fees|cost|costs|charge[sd]?|price|pay|owe|minimum|maximum|limit|"
                 r"afford|expensive|cheap)\b", re.I), _AMOUNT),
@@ -96,10 +99,15 @@ _ASKS = [
     # "open" asks for a time ("open on sunday?"), not when an account is opened ("open a savings account")
     (re.compile(r"\b(?:what time|when|hours?|open(?!\s+(?:a|an|up|one|another|new|joint|accounts?)\b)|close[sd]?|"
                 r"cut-?off|until|deadline|latest|earliest|how late|by when)\b", re.I), _TIME),
-    (re.compile(r"\b(?:how long|how many days|how soon|how quickly|how fast|when will|wait|take to|within|how early|"
+    # "when" takes a time of day or a length of time ("when does it take effect?" "within 1 business day")
+    (re.compile(r"\b(?:how long|how many days|how soon|how quickly|how fast|when|wait|take to|within|how early|"
                 r"how far (?:ahead|in advance)|ahead of time|in advance|by when)\b", re.I), _DURATION),
     (re.compile(r"\b(?:phone|number to call|call|ring|telephone|hotline|line)\b", re.I), _PHONE),
-    (re.compile(r"\b(?:number|code|address|e-?mail|website|fax|where|which floor|located)\b", re.I), _IDENT),
+    # "the address of..." asks for a street address or a P.O. Box: a bare number ("1-800-…", "8:30") is not
+    # one; "updated my mailing address" names a topic, and "email address" asks for an email
+    (re.compile(r"(?<!e-mail )(?<!email )(?<!\bmy )(?<!\bour )(?<!\bnew )(?<!\bold )(?<!\bhome )"
+                r"(?<!\bmy mailing )\baddress\b", re.I), _ADDRESS),
+    (re.compile(r"\b(?:number|code|e-?mail|website|fax|where|which floor|located)\b", re.I), _IDENT),
 ]
 
 
