@@ -32,6 +32,7 @@ from assistant.tools.evidence_fit import add_fit_evidence_command
 from assistant.tools.grounding_fit import add_fit_command
 from assistant.understanding.intents_cli import add_intents_commands
 from index.errors import SettingError, run_cli
+from index.noisy import STYLES
 
 AUDIT_URL_HELP = ("the audit log in PostgreSQL, postgresql://user@host:port/database (needs the postgres extra; "
                   "default $RA_AUDIT_URL; unset: SQLite under the data directory)")
@@ -221,10 +222,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             reports.append(("eval", evaluate(bot, limit=args.limit, progress=not args.json, dump=dumped)))
         if args.set in ("dev", "both") and (bot.pack.root / "dev").is_dir():
             reports.append(("dev", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
-                                                typos=args.typos)))
+                                                typos=args.typos, style=args.style)))
         if args.set == "fit":
             reports.append(("fit", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
-                                                split="fit", typos=args.typos)))
+                                                split="fit", typos=args.typos, style=args.style)))
     if args.dump:
         Path(args.dump).write_text("".join(json.dumps(d) + "\n" for d in dumped))
     if args.json:
@@ -364,6 +365,8 @@ def parser() -> argparse.ArgumentParser:
                          "fit: the customer-phrased set that thresholds are fitted on (for trying a change)")
     ev.add_argument("--typos", type=int, default=0,
                     help="dev/fit sets: put N seeded typos into every message (robustness to typing)")
+    ev.add_argument("--style", default="as-written", choices=STYLES,
+                    help="dev/fit sets: type every message without punctuation, or wrapped in a greeting and thanks")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--dump", default=None, help="write every answer's confidence features to this JSONL file")
     ev.set_defaults(func=cmd_eval)

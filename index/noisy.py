@@ -117,6 +117,29 @@ def with_typos(text: str, count: int, seed: int = 0) -> str:
     return " ".join(words)
 
 
+# How customers wrap a question in chat: each message gets one opening and one closing, seeded by its text.
+# Not the list the assistant's own clean-up was written from (assistant/understanding/pleasantries.py):
+# some of these it does not know ("hey hey", "thanks a bunch").
+_OPENINGS = ("hi there! ", "Hello, ", "hey, ", "Good morning. ", "hi team, ", "hey hey ", "hope you're well - ",
+             "Hello! Quick question: ", "", "ok so ")
+_CLOSINGS = (" thanks so much 🙏", " Thank you!", " thx", " thanks in advance :)", " Cheers.", " appreciate it!!",
+             " thanks a bunch", " 😊", "", " ty")
+STYLES = ("as-written", "no-punctuation", "greeting")
+
+
+def in_style(text: str, style: str, seed: int = 0) -> str:
+    """`text` as a customer might type it: `no-punctuation` (lower case, no punctuation but $ and %: "whats"),
+    `greeting` (a seeded opening and closing around it, such as "hi there! ... thanks so much"), or as written."""
+    if style == "no-punctuation":
+        return " ".join(re.sub(r"[^\w\s$%]", " ", re.sub(r"['’]", "", text.lower())).split())
+    if style == "greeting":
+        rng = random.Random(f"greeting:{seed}:{text}")
+        return f"{rng.choice(_OPENINGS)}{text}{rng.choice(_CLOSINGS)}".strip()
+    if style != "as-written":
+        raise ValueError(f"unknown style {style!r}: choose one of {', '.join(STYLES)}")
+    return text
+
+
 def noisy_questions(questions: list[dict], seed: int = 0) -> list[dict]:
     """The same records with `question` rewritten by noisy_question (other keys kept)."""
     return [{**q, "question": noisy_question(q["question"], seed)} for q in questions]

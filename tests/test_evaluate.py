@@ -67,3 +67,22 @@ def test_the_customer_phrased_report_with_typos(quote_bot):
     assert typed.typos == 2 and "with 2 typos" in typed.table()
     assert [d["question"] for d in dump[:3]] == [with_typos(q, 2) for q in asked] != asked
     assert all(0.0 <= v <= 1.0 for v in _shares(typed).values())
+
+
+def test_the_customer_phrased_report_typed_in_other_styles(quote_bot):
+    from index.noisy import in_style
+
+    text = "What's the SWIFT code, for an incoming wire?"
+    assert in_style(text, "no-punctuation") == "whats the swift code for an incoming wire"
+    greeted = in_style(text, "greeting")
+    assert greeted == in_style(text, "greeting") and text in greeted  # seeded, the question kept whole
+    with pytest.raises(ValueError, match="unknown style"):
+        in_style(text, "shouting")
+    asked = [json.loads(line)["question"] for line in
+             (quote_bot.pack.root / "fit" / "questions.jsonl").read_text().splitlines()[:3]]
+    for style in ("no-punctuation", "greeting"):
+        dump: list = []
+        typed = evaluate_dev(quote_bot, limit=3, progress=False, dump=dump, split="fit", style=style)
+        assert typed.style == style and f"typed: {style}" in typed.table()
+        assert [d["question"] for d in dump[:3]] == [in_style(q, style) for q in asked]
+        assert all(0.0 <= v <= 1.0 for v in _shares(typed).values())

@@ -22,6 +22,7 @@ from assistant.answering.verify import (
     restates,
     strip_labels,
 )
+from assistant.compliance.audit import AuditLog
 from assistant.llm.generate import GenerationSettings
 from assistant.understanding.routing import asks_about, asks_for_action
 
@@ -49,6 +50,15 @@ def test_asked_kinds():
         assert any(k.search(fact) for k in times), fact  # "p.m." written with its dots, however it is followed
     assert not any(k.search("I am 9 and a half") for k in times)
     assert any(k.search("at least 3 business days before") for k in asked_kinds("how far ahead do i have to ask"))
+    addresses = asked_kinds("What is the address of the Millbrook Riverside branch?")
+    for fact in ("Millbrook Riverside: 1450 River Road, Millbrook, CT 06110", "to P.O. Box 4410, Riverton, OH"):
+        assert any(k.search(fact) for k in addresses), fact
+    for other in ("The drive-up window is open Monday to Friday 8:30 a.m.", "call 1-800-555-0122"):
+        assert not any(k.search(other) for k in addresses), other  # a number is not an address
+    # the customer's own address is the topic, not what is asked; "when" takes a length of time too
+    when = asked_kinds("updated my mailing address in the app, when does that kick in")
+    assert any(k.search("Mailing address changes take effect within 1 business day.") for k in when)
+    assert not any(k.search("1450 River Road") for k in when)
 
 
 def test_compounds_match_however_they_are_spelled():
@@ -228,6 +238,38 @@ def test_a_need_inside_a_what_question_asks_about_the_process(bank_bot):
     assert asked.action == "answer" and asked.offer == "update_contact_details" and asked.evidence
     wanted = bank_bot.respond("I want to change the last name on my account")
     assert wanted.action == "flow"
+
+
+def test_a_question_typed_without_punctuation_is_still_a_question(bank_bot):
+    """Customers often type no commas or question marks: the question inside is found by its word order."""
+    assert asks_about("left my wallet in an uber and my card is gone its 2am who do i even call right now")
+    assert asks_about("just got married and want my new last name on my accounts what paperwork do i need to bring")
+    assert asks_about("not happy with how you handled my complaint is there anyone higher up i can talk to")
+    # an indirect question (subject first) is not one; a request or a situation alone still starts the action
+    assert not asks_about("I am unhappy with how my issue was handled")
+    assert not asks_about("i want to file a complaint about how long my refund took")
+    assert asks_for_action("my card was stolen")
+    asked = bank_bot.respond("im in rome and somebody pickpocketed my debit card what number do i call from over here")
+    assert asked.action == "answer" and asked.offer == "lost_stolen_card" and asked.ticket is None
+    assert "1-800" in asked.answer or "+1" in asked.answer
+
+
+def test_greetings_and_thanks_around_a_question_are_set_aside(hospital_bot, data_dir):
+    from assistant.understanding.pleasantries import strip_pleasantries
+
+    assert strip_pleasantries("hi there! can my 10 year old visit the ICU? thanks so much 🙏") == \
+        "can my 10 year old visit the ICU?"
+    assert strip_pleasantries("Hello, good morning. What is the routing number? Thank you in advance") == \
+        "What is the routing number?"
+    for kept in ("hi", "thanks!", "thank you for your help", "Hiking trails near the hospital?"):
+        assert strip_pleasantries(kept) == kept  # nothing left but the pleasantry, or not a greeting at all
+    message = "hi there! if you guys get hacked and my info leaks how soon do you have to tell me? thanks so much 🙏"
+    plain = hospital_bot.respond("if you guys get hacked and my info leaks how soon do you have to tell me?")
+    wrapped = hospital_bot.respond(message, session_id="pleasantries")
+    assert wrapped.action == "answer" and wrapped.intent != "greeting"
+    assert [e["text"] for e in wrapped.evidence] == [e["text"] for e in plain.evidence] and wrapped.evidence
+    rows = [r for r in AuditLog(data_dir / "audit.sqlite").turns() if r["session_id"] == "pleasantries"]
+    assert rows[0]["message"].startswith("hi there!")  # the audit keeps what was typed
 
 
 def test_emergency_stays_rule_first(hospital_bot):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from assistant.pipeline import Assistant
 from assistant.understanding.condense import condense
-from index.noisy import with_typos
+from index.noisy import in_style, with_typos
 
 
 @dataclass
@@ -207,6 +207,7 @@ class DevReport:
     answer_mode: str
     typos: int  # slips of the keyboard put into each message (0: as written)
     questions: int
+    style: str  # how each message was typed (index/noisy.py STYLES): as written, without punctuation, greeted
     stated: float  # the answer states an expected fact (and was not refused)
     confidently_wrong: float  # answered without caveat or refusal, and no expected fact in it
     caveat: float
@@ -235,7 +236,8 @@ class DevReport:
     def table(self) -> str:
         rows = [
             ("answerable questions", f"{self.questions}" + (f" (each message with {self.typos} typos)"
-                                                            if self.typos else "")),
+                                                            if self.typos else "")
+             + (f" (typed: {self.style})" if self.style != "as-written" else "")),
             ("the answer states the fact", f"{self.stated:.0%}"),
             ("confidently wrong", f"{self.confidently_wrong:.0%}"),
             ("caveat / refused (answerable)", f"{self.caveat:.0%} / {self.refused:.0%}"),
@@ -267,20 +269,22 @@ def _states(response, facts: list[str]) -> bool:
 
 
 def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True,
-                 dump: list | None = None, split: str = "dev", typos: int = 0) -> DevReport:
+                 dump: list | None = None, split: str = "dev", typos: int = 0,
+                 style: str = "as-written") -> DevReport:
     """The customer-phrased dev set, end to end: answers, retrieval at each stage, follow-ups, routing.
 
     `split="fit"` runs the same measures on the fitting set (for trying a change before reporting on dev).
     `typos=N` puts N seeded slips of the keyboard into every message first (index/noisy.py: a letter
-    swapped, dropped, doubled or a neighbouring key), to measure how the answers hold up to typing."""
+    swapped, dropped, doubled or a neighbouring key), to measure how the answers hold up to typing;
+    `style` types every message without punctuation or wrapped in a greeting and a thank-you first."""
     started = time.time()
     root = bot.pack.root / split
     answerable = _read_jsonl(root / "questions.jsonl")[:limit]
     unanswerable = _read_jsonl(root / "unanswerable.jsonl")[:limit]
     dialogues = _read_jsonl(root / "followups.jsonl")[:limit]
     intents = _read_jsonl(root / "intents.jsonl")[:limit]
-    if typos:
-        slip = lambda text: with_typos(text, typos)  # noqa: E731
+    if typos or style != "as-written":
+        slip = lambda text: with_typos(in_style(text, style), typos)  # noqa: E731
         answerable = [{**q, "question": slip(q["question"])} for q in answerable]
         unanswerable = [{**q, "question": slip(q["question"])} for q in unanswerable]
         dialogues = [{**q, "question": slip(q["question"]), "history": [slip(h) for h in q["history"]]}
@@ -343,7 +347,7 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
             caught += route.action == "emergency"
     n, u, i = max(len(answerable), 1), max(len(unanswerable), 1), max(len(intents), 1)
     return DevReport(
-        domain=bot.pack.name, answer_mode=config.answer_mode, typos=typos, questions=len(answerable),
+        domain=bot.pack.name, answer_mode=config.answer_mode, typos=typos, style=style, questions=len(answerable),
         stated=c["stated"] / n,
         confidently_wrong=c["wrong"] / n, caveat=c["caveat"] / n, refused=c["refused"] / n,
         source_in_top2=c["top2"] / n, source_in_pool=c["pool"] / n, fact_in_pool=c["fact_pool"] / n,
