@@ -248,6 +248,7 @@ def test_a_question_typed_without_punctuation_is_still_a_question(bank_bot):
     # an indirect question (subject first) is not one; a request or a situation alone still starts the action
     assert not asks_about("I am unhappy with how my issue was handled")
     assert not asks_about("i want to file a complaint about how long my refund took")
+    assert asks_about("sent in a complaint last week how long until i get something in writing back")
     assert asks_for_action("my card was stolen")
     asked = bank_bot.respond("im in rome and somebody pickpocketed my debit card what number do i call from over here")
     assert asked.action == "answer" and asked.offer == "lost_stolen_card" and asked.ticket is None

@@ -46,12 +46,14 @@ _WH_QUESTION = re.compile(
     re.IGNORECASE,
 )
 # a what/how/when... question typed inside a message without punctuation ("left my wallet in an uber its
-# 2am who do i even call"): the question word, at most two words, an auxiliary verb, then its subject; an
-# indirect question ("unhappy with how my issue was handled") puts the subject first and does not count
+# 2am who do i even call"): the question word, at most two words, an auxiliary verb, then its subject, or
+# "how long/much/many..."; an indirect question ("unhappy with how my issue was handled", "a complaint about
+# how long discharge took") puts the subject first or follows "about", and does not count
 _EMBEDDED_QUESTION = re.compile(
     r"(?<!\babout )(?<!\bwith )(?<!\bknow )\b(?:how|what|whats|what's|when|where|which|who|why)"
     r"(?:\s+[\w'$]+){0,2}?\s+(?:do|does|did|is|are|was|were|can|could|should|would|will)\s+"
     r"(?:i|you|u|we|they|it|he|she|that|this|these|those|my|your|our|the|a|an|there|someone|anyone)\b"
+    r"|(?<!\babout )(?<!\bwith )(?<!\bknow )\bhow\s+(?:long|much|many|soon|often|far|early|late)\b"
     r"|\b(?:is|are)\s+there\b",
     re.IGNORECASE,
 )
