@@ -27,7 +27,7 @@ from pathlib import Path
 
 from assistant.answering.cite import attribute
 from assistant.answering.compose import compose, quote
-from assistant.answering.evidence import EvidenceSelector, Selection
+from assistant.answering.evidence import Evidence, EvidenceSelector, Selection
 from assistant.answering.grounding import Grounding, GroundingChecker
 from assistant.answering.prompt import build_evidence_messages, build_messages
 from assistant.answering.verify import SentenceCheck, Verifier, strip_labels
@@ -49,7 +49,7 @@ from assistant.understanding.intents import (
     load_utterances,
 )
 from assistant.understanding.pleasantries import strip_pleasantries
-from assistant.understanding.routing import asks_about
+from assistant.understanding.routing import asks_about, question_parts
 from assistant.understanding.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
 from index.errors import SettingError
@@ -166,6 +166,7 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
 CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
           "Ask me to connect you with a person if you need certainty._")
 EVIDENCE_MAX_TOKENS = 80
+PART_ITEMS = 3  # evidence sentences kept for each question of a several-question message
 OVERRIDE_SCORE = 0.56  # an "off-topic" message is answered only when its best evidence scores this much
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
@@ -427,6 +428,35 @@ class Assistant:
         earlier turns are read first (`read`: greetings and thanks set aside, misspelled words corrected)."""
         message = self.read(message)
         history = [(self.read(user), bot) for user, bot in history]
+        whole = self._find_one(message, history, config, session_id)
+        parts = question_parts(message)
+        if len(parts) < 2:
+            return whole
+        # several questions in one message ("how much is a wire? also, what's the cut-off?"): each is searched
+        # on its own and their evidence is shown together (as only the closest the documents come when one
+        # part's is); a question with no evidence is said to be unanswered
+        found = [self._find_one(part, history, config, session_id) for part in parts]
+        if not any(s.evidence and not s.flagged for _, s, _ in found):
+            return whole
+        sure = [(s, p) for _, s, p in found if s.evidence]  # a part only "closest" flags the whole answer
+        pool: list[Hit] = []
+        at: dict[str, int] = {}
+        evidence: list[Evidence] = []
+        for selection, hits in sure:
+            for hit in hits:
+                if hit.chunk_id not in at:
+                    at[hit.chunk_id] = len(pool) + 1
+                    pool.append(hit)
+            shown = {e.text for e in evidence}
+            evidence += [replace(e, n=at[hits[e.n - 1].chunk_id]) for e in selection.evidence[:PART_ITEMS]
+                         if e.text not in shown]
+        unanswered = [part for part, (_, s, _) in zip(parts, found, strict=True) if not s.evidence]
+        return message, Selection(evidence, min(s.probability for s, _ in sure), any(s.flagged for s, _ in sure),
+                                  unanswered), pool
+
+    def _find_one(self, message: str, history: list[tuple[str, str]], config: AssistantConfig,
+                  session_id: str | None) -> tuple[str, Selection, list[Hit]]:
+        """`_find_evidence` for one question, already read."""
         queries = [message]
         if history:
             condensed = self.retrieval_query(message, history)
@@ -478,6 +508,13 @@ class Assistant:
         return ("I could not find an answer to exactly this in our documents. The closest they come is below: "
                 "please check that it fits your case, or ask me to connect you with a person.")
 
+    def _unanswered(self, questions: list[str]) -> str:
+        """What follows the evidence when some questions of the message have no answer in the documents."""
+        lines = [self.pack.reply("part_not_found", question=q).strip() if "part_not_found" in self.pack.replies
+                 else f"I couldn't find an answer to “{q}” in {self.pack.institution}'s documents."
+                 for q in questions]
+        return "".join(f"\n\n{line}" for line in lines)
+
     def _offer(self, label: str | None) -> str:
         if not label:
             return ""
@@ -517,6 +554,8 @@ class Assistant:
         first = quote(evidence)
         if found.flagged:  # the closest the documents come, said as such: no generated answer from it
             first = f"{self.not_exact_reply()}\n\n{first}"
+        not_found = self._unanswered(found.unanswered)
+        first += not_found
         ttft_ms = (time.perf_counter() - started) * 1000
         yield Response(answer=first, sources=sources, evidence=shown, sentences=[c.to_dict() for c in quoted], **base)
         stats = GenerationStats()
@@ -537,6 +576,7 @@ class Assistant:
             text = strip_labels(text, [label for e in evidence for label in (e.section, e.title)])
             checks = self.verifier.check(text, question, [(e.n, e.text) for e in evidence])
             answer, statuses = compose(checks, evidence)
+            answer += not_found
             check_ms = (time.perf_counter() - t1) * 1000
         answer += self._offer(offer)
         shown_in_answer = {n for c in statuses if c.status != "removed" for n in c.cites}

@@ -34,6 +34,10 @@ def test_units_rejoin_wrapped_lines_and_read_tables():
     assert "ATM cash withdrawals: $1,000" in got
     assert "Contact Estate Services at 1-800-555-0175 or write to P.O. Box 4430, Hartwell." in got
     assert not any(u.startswith(("#", "|")) for u in got)
+    # a line that ends on "p.m." goes on when the next one starts in lower case (a PDF's line break)
+    assert units("A nurse will call between 2:00 p.m.\nand 6:00 p.m., to confirm.\nOpen 8 a.m. to 5 p.m.\n"
+                 "Closed on Sundays.") == ["A nurse will call between 2:00 p.m. and 6:00 p.m., to confirm.",
+                                        "Open 8 a.m. to 5 p.m.", "Closed on Sundays."]
 
 
 def test_asked_kinds():
@@ -345,3 +349,30 @@ def test_confidence_bands_follow_the_active_weights(bank_bot):
     assert bank_bot.confidence_level((w.flag_prob + w.answerable_prob) / 2) == "medium"
     assert bank_bot.confidence_level(w.answerable_prob - 0.01) == "low"
     assert bank_bot.confidence_level(None) == "neutral"
+
+
+def test_a_message_that_asks_several_questions_is_split_into_them():
+    from assistant.understanding.routing import question_parts
+
+    assert question_parts("my cd matures next week. how many days do i have before it rolls over? also, whats "
+                          "the swift code for an incoming wire?") == [
+        "my cd matures next week. how many days do i have before it rolls over?",  # the background stays
+        "whats the swift code for an incoming wire?"]
+    assert question_parts("how much is the wire fee and what time is the cutoff for domestic wires") == [
+        "how much is the wire fee", "what time is the cutoff for domestic wires"]
+    for one in ("i moved to florida. is the routing number different?",
+                "is the pharmacy open on sundays? what hours",  # an afterthought
+                "can i get something notarized at the branch and is there a charge",  # leans on the first
+                "is there an inpatient psych unit and what are visiting hours there",
+                "What is the monthly maintenance fee on Everyday Checking and how do I avoid it?"):
+        assert question_parts(one) == [one]
+
+
+def test_each_question_of_a_message_is_answered_or_said_unanswered(bank_bot):
+    both = bank_bot.respond("What's the routing number for direct deposit? Also, what SWIFT code does someone "
+                            "overseas need to wire me money?", session_id="parts")
+    assert both.action == "answer" and not both.caveat and not both.refused
+    assert "021555013" in both.answer and "NBFBUS33" in both.answer and len(both.evidence) >= 2
+    part = bank_bot.respond("What's the routing number for direct deposit? Also, can I buy bitcoin in the app?")
+    assert "021555013" in part.answer
+    assert "couldn't find an answer to “can I buy bitcoin in the app?”" in part.answer

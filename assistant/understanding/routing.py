@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from assistant.understanding.condense import is_followup
+
 # the user asks us to do something, or says what happened to them
 _REQUEST = re.compile(
     r"\b(?:i\s*(?:'d| would)\s+like\s+to|i\s+(?:want|wanna|need)\s+(?:to\s+)?(?!know\b|to\s+know\b)|"
@@ -93,3 +95,43 @@ def asks_about(message: str) -> bool:
     question ("someone stole my card, how much could I lose?") is answered, the flow offered with it; an
     explicit request ("please block my card", "I want to file a complaint") starts the action."""
     return asks_question(message) and not requests_action(message)
+
+
+# where one message asks a second question: after a sentence's end, at "also", or at "and" + a question word
+_PART_BREAK = re.compile(r"(?<=[?!.])\s+|\s*;\s*|,?\s+(?:and\s+)?also[,:]?\s+|,?\s+and\s+(?=(?:what|how|when|where|"
+                         r"which|who|is there|are there|do you|does|can i|could i|will)\b)", re.IGNORECASE)
+_ALSO = re.compile(r"^(?:and\s+)?also[,:]?\s+", re.IGNORECASE)
+# "what are the visiting hours there?", "how many can you charge in a day?": the topic is in the question before
+_BACK_THERE = re.compile(r"\bthere\s*[?.!]*$|\bhow\s+many\s+(?:can|do|does|will|would|should|could|are|is)\b",
+                         re.IGNORECASE)
+MIN_PART_WORDS = 4  # "and on Saturday?" or "what hours" lean on the question before: not a question of their own
+
+
+def question_parts(message: str) -> list[str]:
+    """The separate questions a message asks, each with the background told before it ("my cd matures next
+    week. how many days do i have before it rolls over? also, what's the swift code for an incoming wire?"
+    -> two); the message whole when it asks one question (or none)."""
+    parts: list[str] = []
+    background: list[str] = []
+    for piece in (_ALSO.sub("", p.strip()) for p in _PART_BREAK.split(message[:2000])):
+        if not piece:
+            continue
+        words = len(re.findall(r"\w+", piece))
+        if (_QUESTION.match(piece) or piece.endswith("?")) and words >= MIN_PART_WORDS:
+            parts.append(" ".join([*background, piece]))
+            background = []
+        elif parts and not background and not _QUESTION.match(piece) and words < MIN_PART_WORDS + 3:
+            parts[-1] = f"{parts[-1]} {piece}"  # "is the pharmacy open sundays? what hours": an afterthought
+        else:
+            background.append(piece)
+    if background and parts:
+        parts[-1] = " ".join([parts[-1], *background])
+    # a question that leans on the one before ("...notarized, and is there a charge", "what are the visiting
+    # hours there", "how do I avoid it?") is not a question of its own: it stays with that one
+    merged: list[str] = []
+    for part in parts:
+        if merged and (is_followup(part) or _BACK_THERE.search(part)):
+            merged[-1] = f"{merged[-1]} {part}"
+        else:
+            merged.append(part)
+    return merged if len(merged) > 1 else [message]
