@@ -123,13 +123,14 @@ _QUALIFIES = re.compile(r"(?:if|unless|except|however|but|otherwise|note|excepti
 # a sentence that leans on the one before it: "On other holidays…", "Otherwise…", "This fee…", "They…"
 _REFERS_BACK = re.compile(r"(?:(?:on|for|in|at|with)\s+)?(?:all\s+)?(?:other|otherwise|these|those|this|that|it|"
                           r"they|both|such|the same)\b(?!\s+(?:page|document|guide|section|site|form)\b)", re.I)
+_ABBREVIATION_END = re.compile(r"\b(?:a\.m|p\.m|e\.g|i\.e|etc|approx|incl|[Nn]o|[Ss]t|[Dd]r)\.$")
 _LIST_MARK = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
 
 
 def _blocks(text: str) -> list[str]:
     """Lines joined back into paragraphs and list items (plain-text documents wrap lines at a width)."""
     blocks: list[str] = []
-    open_block = False
+    open_block = abbreviated = False
     previous_length = 0
     for raw in text.splitlines():
         line = raw.strip()
@@ -139,12 +140,14 @@ def _blocks(text: str) -> list[str]:
         starts = (_LIST_MARK.match(line) or line.startswith(("|", "#", "Q: ", "A: "))
                   or not re.search(r"[a-z]", line))  # a list item, table row, heading, or an all-capitals title
         wrapped = previous_length >= 60 or re.match(r"[a-z0-9$(]", line)  # a line that goes on the previous one
-        if open_block and not starts and wrapped and not blocks[-1].startswith(("|", "#")):
+        goes_on = open_block or (abbreviated and re.match(r"[a-z]", line))  # "2:00 p.m." / "and 6:00 p.m."
+        if goes_on and not starts and wrapped and not blocks[-1].startswith(("|", "#")):
             blocks[-1] = f"{blocks[-1]} {line}"
         else:
             blocks.append(line)
         open_block = (not line.startswith(("|", "#")) and bool(re.search(r"[a-z]", line))
                       and not line.endswith((".", "!", "?", ":")))
+        abbreviated = bool(_ABBREVIATION_END.search(line))
         previous_length = len(raw.rstrip())
     return blocks
 
@@ -259,6 +262,10 @@ class EvidenceSelector:
                     continue
                 seen.add(key)
                 rows.append((i, unit, _with_context(hit, unit)))
+        # a chunk cut mid-sentence holds a piece of a sentence another chunk holds whole: score the whole one
+        keys = [" ".join(unit.lower().split()) for _, unit, _ in rows]
+        rows = [row for row, key in zip(rows, keys, strict=True)
+                if not any(len(other) > len(key) and key in other for other in keys)]
         if not rows:
             return []
         q_vec = self.embedder.encode([question])[0]
@@ -377,6 +384,8 @@ class Selection:
     evidence: list[Evidence]
     probability: float
     flagged: bool
+    unanswered: list[str] = field(default_factory=list)  # questions of a several-question message that the
+    # documents do not answer (the evidence answers the others)
 
 
 def document_frequencies(store, max_rows: int = 20_000) -> dict[str, float]:
