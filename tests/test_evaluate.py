@@ -65,6 +65,9 @@ def test_the_customer_phrased_report_with_typos(quote_bot):
     asked = [json.loads(line)["question"] for line in
              (quote_bot.pack.root / "fit" / "questions.jsonl").read_text().splitlines()[:3]]
     assert typed.typos == 2 and "with 2 typos" in typed.table()
+    assert typed.pairs == 1 and "two questions in one message" in typed.table()  # questions 1 and 2, joined
+    assert [d["question"] for d in dump if d["kind"] == "fit-two_questions"] == [
+        f"{with_typos(asked[0], 2).rstrip(' ?.')}? Also, {with_typos(asked[1], 2)}"]
     assert [d["question"] for d in dump[:3]] == [with_typos(q, 2) for q in asked] != asked
     assert all(0.0 <= v <= 1.0 for v in _shares(typed).values())
 

@@ -360,6 +360,11 @@ def test_a_message_that_asks_several_questions_is_split_into_them():
         "whats the swift code for an incoming wire?"]
     assert question_parts("how much is the wire fee and what time is the cutoff for domestic wires") == [
         "how much is the wire fee", "what time is the cutoff for domestic wires"]
+    assert question_parts("is there a nurse i can call at 3am? Also, whats the hospital's street address, need it "
+                          "for my gps") == ["is there a nurse i can call at 3am?",  # "it" is the address: its own
+                                            "whats the hospital's street address, need it for my gps"]
+    assert len(question_parts("who do i complain to? Also, sent in a complaint last week, how long until i hear "
+                              "back")) == 2  # a question after background, without a question mark
     for one in ("i moved to florida. is the routing number different?",
                 "is the pharmacy open on sundays? what hours",  # an afterthought
                 "can i get something notarized at the branch and is there a charge",  # leans on the first

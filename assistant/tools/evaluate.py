@@ -225,6 +225,9 @@ class DevReport:
     followup_stated: float  # a real follow-up, answered with its fact
     new_topics: int
     new_topic_stated: float  # a new question with a dummy pronoun after an earlier turn, answered with its fact
+    pairs: int  # two answerable questions asked in one message ("...? Also, ...")
+    pairs_both_stated: float  # ... answered with both facts
+    pairs_caveat: float
     intents: int
     intent_accuracy: float  # the classifier's label
     action_accuracy: float  # what the assistant does (answer, flow, handoff, emergency, smalltalk, out_of_scope)
@@ -250,6 +253,8 @@ class DevReport:
             ("unanswerable refused or flagged", f"{self.unanswerable_handled:.0%} of {self.unanswerable}"),
             ("follow-ups stated / new topics stated",
              f"{self.followup_stated:.0%} of {self.followups} / {self.new_topic_stated:.0%} of {self.new_topics}"),
+            ("two questions in one message: both facts stated / caveat",
+             f"{self.pairs_both_stated:.0%} / {self.pairs_caveat:.0%} of {self.pairs}"),
             ("intent accuracy / action accuracy / emergency recall",
              f"{self.intent_accuracy:.0%} / {self.action_accuracy:.0%} / {self.emergency_recall:.0%} "
              f"of {self.intents}" if self.intents else "n/a (no intents.jsonl in this set)"),
@@ -337,6 +342,16 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
         kind[0] += 1
         kind[1] += _states(response, q.get("expected", []))
         dump.append(_features(response, f"{split}-{q.get('kind', 'followup')}", q["question"], bot.pack.name))
+    # two questions in one message, as customers write them: consecutive answerable questions joined
+    pair_both = pair_caveat = 0
+    pairs = list(zip(answerable[0::2], answerable[1::2], strict=False))
+    for a, b in tqdm(pairs, desc=f"{bot.pack.name} {split} two questions", disable=not progress):
+        text = f"{a['question'].rstrip(' ?.')}? Also, {b['question']}"
+        response = bot.respond(text)
+        both = all(_states(response, [norm(f) for f in q["expected"]]) for q in (a, b))
+        pair_both += both
+        pair_caveat += response.caveat
+        dump.append({**_features(response, f"{split}-two_questions", text, bot.pack.name), "stated": both})
     label_ok = action_ok = emergencies = caught = 0
     for q in tqdm(intents, desc=f"{bot.pack.name} {split} intents", disable=not progress):
         route = bot.route(q["text"], [], config)
@@ -356,6 +371,8 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
         generated_sentences=c["verified"] + c["removed"], unanswerable=len(unanswerable), unanswerable_handled=handled / u,
         followups=kinds["followup"][0], followup_stated=kinds["followup"][1] / max(kinds["followup"][0], 1),
         new_topics=kinds["new_topic"][0], new_topic_stated=kinds["new_topic"][1] / max(kinds["new_topic"][0], 1),
+        pairs=len(pairs), pairs_both_stated=pair_both / max(len(pairs), 1),
+        pairs_caveat=pair_caveat / max(len(pairs), 1),
         intents=len(intents), intent_accuracy=label_ok / i, action_accuracy=action_ok / i,
         emergency_recall=caught / emergencies if emergencies else 1.0, ttft_p50_ms=_percentile(ttfts, 50),
         latency_p50_ms=_percentile(latencies, 50), seconds=time.time() - started,

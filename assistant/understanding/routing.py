@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from assistant.understanding.condense import is_followup
+from assistant.understanding.condense import _CONTINUES, _PRONOUN, content_words
 
 # the user asks us to do something, or says what happened to them
 _REQUEST = re.compile(
@@ -107,6 +107,16 @@ _BACK_THERE = re.compile(r"\bthere\s*[?.!]*$|\bhow\s+many\s+(?:can|do|does|will|
 MIN_PART_WORDS = 4  # "and on Saturday?" or "what hours" lean on the question before: not a question of their own
 
 
+def _leans_on_previous(part: str) -> bool:
+    """An opener ("and what about..."), "there" or "how many can..." pointing back, or a pronoun in a question
+    with at most two words of its own ("what does it cost", "how do I avoid it?"); "whats the street address,
+    need it for my gps" stands alone."""
+    own = content_words(part)
+    if _CONTINUES.match(part) or _BACK_THERE.search(part) or len(own) <= 1:
+        return True
+    return bool(_PRONOUN.search(part)) and len(own) <= 2
+
+
 def question_parts(message: str) -> list[str]:
     """The separate questions a message asks, each with the background told before it ("my cd matures next
     week. how many days do i have before it rolls over? also, what's the swift code for an incoming wire?"
@@ -117,7 +127,7 @@ def question_parts(message: str) -> list[str]:
         if not piece:
             continue
         words = len(re.findall(r"\w+", piece))
-        if (_QUESTION.match(piece) or piece.endswith("?")) and words >= MIN_PART_WORDS:
+        if asks_question(piece) and words >= MIN_PART_WORDS:  # "sent a complaint last week, how long until..."
             parts.append(" ".join([*background, piece]))
             background = []
         elif parts and not background and not _QUESTION.match(piece) and words < MIN_PART_WORDS + 3:
@@ -130,7 +140,7 @@ def question_parts(message: str) -> list[str]:
     # hours there", "how do I avoid it?") is not a question of its own: it stays with that one
     merged: list[str] = []
     for part in parts:
-        if merged and (is_followup(part) or _BACK_THERE.search(part)):
+        if merged and _leans_on_previous(part):
             merged[-1] = f"{merged[-1]} {part}"
         else:
             merged.append(part)
