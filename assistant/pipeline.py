@@ -433,26 +433,32 @@ class Assistant:
         if len(parts) < 2:
             return whole
         # several questions in one message ("how much is a wire? also, what's the cut-off?"): each is searched
-        # on its own and their evidence is shown together (as only the closest the documents come when one
-        # part's is); a question with no evidence is said to be unanswered
+        # on its own and the answers are shown together; a question the documents answer only as the closest
+        # they come is shown after them, said so, and one with no evidence is said to be unanswered
         found = [self._find_one(part, history, config, session_id) for part in parts]
         if not any(s.evidence and not s.flagged for _, s, _ in found):
             return whole
-        sure = [(s, p) for _, s, p in found if s.evidence]  # a part only "closest" flags the whole answer
         pool: list[Hit] = []
         at: dict[str, int] = {}
         evidence: list[Evidence] = []
-        for selection, hits in sure:
+        closest: list[tuple[str, list[Evidence]]] = []
+        for part, (_, selection, hits) in zip(parts, found, strict=True):
+            if not selection.evidence:
+                continue
             for hit in hits:
                 if hit.chunk_id not in at:
                     at[hit.chunk_id] = len(pool) + 1
                     pool.append(hit)
-            shown = {e.text for e in evidence}
-            evidence += [replace(e, n=at[hits[e.n - 1].chunk_id]) for e in selection.evidence[:PART_ITEMS]
-                         if e.text not in shown]
+            shown = {e.text for e in evidence} | {e.text for _, items in closest for e in items}
+            items = [replace(e, n=at[hits[e.n - 1].chunk_id]) for e in selection.evidence[:PART_ITEMS]
+                     if e.text not in shown]
+            if selection.flagged:  # only the closest the documents come: shown after the answers, said so
+                closest += [(part, items)] if items else []
+            else:
+                evidence += items
         unanswered = [part for part, (_, s, _) in zip(parts, found, strict=True) if not s.evidence]
-        return message, Selection(evidence, min(s.probability for s, _ in sure), any(s.flagged for s, _ in sure),
-                                  unanswered), pool
+        probability = min(s.probability for _, s, _ in found if s.evidence and not s.flagged)
+        return message, Selection(evidence, probability, False, unanswered, closest), pool
 
     def _find_one(self, message: str, history: list[tuple[str, str]], config: AssistantConfig,
                   session_id: str | None) -> tuple[str, Selection, list[Hit]]:
@@ -542,19 +548,24 @@ class Assistant:
             self._record(response, message, session_id, retrieved=retrieved, prompt_hash=None)
             yield response
             return
-        order = list(dict.fromkeys(e.n for e in evidence))  # the passages that hold evidence become the sources
+        closest_items = [e for _, items in found.closest for e in items]
+        # the passages that hold evidence become the sources
+        order = list(dict.fromkeys(e.n for e in [*evidence, *closest_items]))
         number = {old: new for new, old in enumerate(order, start=1)}
         evidence = [replace(e, n=number[e.n]) for e in evidence]
+        closest = [(part, [replace(e, n=number[e.n]) for e in items]) for part, items in found.closest]
         hits = [pool[old - 1] for old in order]
         sources = [Source(n=i, source=h.source, title=h.title, text=h.text, score=h.score, page=h.page,
                           chunk_id=h.chunk_id, section=" › ".join(h.headings), cited=True)
                    for i, h in enumerate(hits, start=1)]
-        shown = [e.to_dict() for e in evidence]
-        quoted = [SentenceCheck(e.text, "quoted", cites=(e.n,), support=e.score) for e in evidence]
+        also = [e for _, items in closest for e in items]
+        shown = [e.to_dict() for e in [*evidence, *also]]
+        quoted = [SentenceCheck(e.text, "quoted", cites=(e.n,), support=e.score) for e in [*evidence, *also]]
         first = quote(evidence)
         if found.flagged:  # the closest the documents come, said as such: no generated answer from it
             first = f"{self.not_exact_reply()}\n\n{first}"
-        not_found = self._unanswered(found.unanswered)
+        not_found = "".join(f"\n\nFor “{part}”: {self.not_exact_reply()}\n\n{quote(items)}"
+                            for part, items in closest) + self._unanswered(found.unanswered)
         first += not_found
         ttft_ms = (time.perf_counter() - started) * 1000
         yield Response(answer=first, sources=sources, evidence=shown, sentences=[c.to_dict() for c in quoted], **base)
@@ -577,6 +588,7 @@ class Assistant:
             checks = self.verifier.check(text, question, [(e.n, e.text) for e in evidence])
             answer, statuses = compose(checks, evidence)
             answer += not_found
+            statuses += [SentenceCheck(e.text, "quoted", cites=(e.n,), support=e.score) for e in also]
             check_ms = (time.perf_counter() - t1) * 1000
         answer += self._offer(offer)
         shown_in_answer = {n for c in statuses if c.status != "removed" for n in c.cites}
@@ -585,7 +597,7 @@ class Assistant:
         confidence = round(found.probability, 3)  # the answerable model's probability
         response = Response(
             answer=answer, sources=sources, done=True, grounded=True, confidence=confidence, support=round(top, 3),
-            caveat=found.flagged,
+            caveat=found.flagged or bool(closest),
             evidence=shown, sentences=[c.to_dict() for c in statuses], offer=offer, **base,
             checks={"evidence": round(top, 3), "answerable": round(found.probability, 3), "removed": float(sum(c.status == "removed" for c in statuses)),
                     "verified": float(sum(c.status in ("verified", "restated") for c in statuses))},
@@ -596,7 +608,7 @@ class Assistant:
                    "decode_ms": round(stats.total_ms - stats.ttft_ms, 1)},
         )
         retrieved = [{"chunk_id": h.chunk_id, "source": h.source, "score": h.score, "dense_score": h.dense_score,
-                      "content_hash": h.content_hash, "evidence": [e.text for e in evidence if e.n == i]}
+                      "content_hash": h.content_hash, "evidence": [e.text for e in [*evidence, *also] if e.n == i]}
                      for i, h in enumerate(hits, start=1)]
         self._record(response, message, session_id, retrieved=retrieved, prompt_hash=prompt_hash)
         yield response

@@ -381,3 +381,14 @@ def test_each_question_of_a_message_is_answered_or_said_unanswered(bank_bot):
     part = bank_bot.respond("What's the routing number for direct deposit? Also, can I buy bitcoin in the app?")
     assert "021555013" in part.answer
     assert "couldn't find an answer to “can I buy bitcoin in the app?”" in part.answer
+
+
+def test_a_doubtful_question_of_several_is_shown_apart_from_the_answers(hospital_bot):
+    """One question answered, the other only "the closest the documents come": the answer comes first, as
+    an answer; the doubtful one follows with that said (and the response carries the caveat)."""
+    response = hospital_bot.respond("Hi, can I visit my mom in the ICU? What are the visiting hours?")
+    assert response.action == "answer" and response.caveat and not response.refused
+    doubtful = response.answer.index("For “can I visit my mom in the ICU?”: I couldn't find an answer to exactly")
+    assert response.answer.index("8:00 a.m. to 8:00 p.m.") < doubtful  # the sure answer first
+    assert "under 12" in response.answer[doubtful:]  # ... then the closest the documents come
+    assert len(response.sentences) >= len(response.evidence) and all(s["n"] for s in response.evidence)

@@ -386,6 +386,8 @@ class Selection:
     flagged: bool
     unanswered: list[str] = field(default_factory=list)  # questions of a several-question message that the
     # documents do not answer (the evidence answers the others)
+    closest: list[tuple[str, list[Evidence]]] = field(default_factory=list)  # ... that they answer only as
+    # "the closest they come": each question with that evidence, shown after the answers, said so
 
 
 def document_frequencies(store, max_rows: int = 20_000) -> dict[str, float]:
