@@ -199,7 +199,8 @@ def add_fit_evidence_command(sub) -> None:
     p.add_argument("--answerable", action="store_true",
                    help="fit the answerable-or-not model on the current mix instead of the mix itself")
     p.add_argument("--max-refused", type=float, default=0.08,
-                   help="share of answerable questions the threshold may refuse")
+                   help="share of answerable questions the threshold may refuse (with --answerable: the "
+                        "customer-phrased fit/ ones; the shipped refusal threshold is their 2 %% quantile)")
     p.add_argument("--floor", type=float, default=0.35,
                    help="with --answerable: a best unit below this score is refused whatever the model says")
     p.add_argument("--max-flagged", type=float, default=0.14,
