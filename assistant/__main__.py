@@ -220,9 +220,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         embedder = bot.embedder
         if args.set in ("eval", "both"):
             reports.append(("eval", evaluate(bot, limit=args.limit, progress=not args.json, dump=dumped)))
-        if args.set in ("dev", "both") and (bot.pack.root / "dev").is_dir():
-            reports.append(("dev", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
-                                                typos=args.typos, style=args.style)))
+        for split in ("dev", "dev2"):
+            if args.set in (split, "both") and (bot.pack.root / split).is_dir():
+                reports.append((split, evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
+                                                    split=split, typos=args.typos, style=args.style)))
         if args.set == "fit":
             reports.append(("fit", evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
                                                 split="fit", typos=args.typos, style=args.style)))
@@ -232,7 +233,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps([{"set": name, **r.to_dict()} for name, r in reports], indent=2))
     else:
         for name, report in reports:
-            title = {"dev": "customer-phrased dev set", "fit": "customer-phrased fitting set"}.get(
+            title = {"dev": "customer-phrased dev set", "dev2": "second customer-phrased dev set",
+                     "fit": "customer-phrased fitting set"}.get(
                 name, "eval set (written beside the code)")
             print(f"\n== {report.domain}: {title} ==\n{report.table()}")
     return 0
@@ -360,9 +362,11 @@ def parser() -> argparse.ArgumentParser:
     add_config_args(ev)
     ev.set_defaults(domain=None)
     ev.add_argument("--limit", type=int, default=None, help="at most N questions of each set")
-    ev.add_argument("--set", default="both", choices=("eval", "dev", "both", "fit"),
+    ev.add_argument("--set", default="both", choices=("eval", "dev", "dev2", "both", "fit"),
                     help="dev: the customer-phrased set written from the documents only (never fitted on); "
-                         "fit: the customer-phrased set that thresholds are fitted on (for trying a change)")
+                         "dev2: a second one, by another author, measured once per change that lands; "
+                         "fit: the customer-phrased set that thresholds are fitted on (for trying a change); "
+                         "both: eval, dev and dev2")
     ev.add_argument("--typos", type=int, default=0,
                     help="dev/fit sets: put N seeded typos into every message (robustness to typing)")
     ev.add_argument("--style", default="as-written", choices=STYLES,

@@ -79,6 +79,30 @@ def test_eval_questions_point_at_real_facts(name):
             assert fact.lower() in text, (q["source"], fact)
 
 
+@pytest.mark.parametrize("split", ["fit", "dev", "dev2"])
+@pytest.mark.parametrize("name", PACKS)
+def test_customer_phrased_sets_are_well_formed(name, split):
+    """Each customer-phrased set (fit/: fitted on; dev/, dev2/: only measured) has its files; every
+    expected fact can be found in its source as the index reads it; every intent message names a pack intent
+    and an action the pipeline can take."""
+    pack = load_pack(name)
+    root = pack.root / split
+    rows = {f: [json.loads(line) for line in (root / f"{f}.jsonl").read_text(encoding="utf-8").splitlines()
+                if line.strip()] if (root / f"{f}.jsonl").exists() else []
+            for f in ("questions", "unanswerable", "followups", "intents")}
+    assert len(rows["questions"]) >= 40 and len(rows["unanswerable"]) >= 20 and len(rows["followups"]) >= 6
+    assert split == "fit" or len(rows["intents"]) >= 40  # fit/ has no intent messages: intents.csv trains
+    docs: dict[str, str] = {}
+    for q in rows["questions"] + rows["followups"]:
+        if q["source"] not in docs:
+            docs[q["source"]] = " ".join(load_document(pack.docs_dir / q["source"]).text.split()).lower()
+        assert any(" ".join(f.lower().split()) in docs[q["source"]] for f in q["expected"]), (q["source"], q["expected"])
+    assert all(q["history"] and q.get("kind", "followup") in ("followup", "new_topic") for q in rows["followups"])
+    labels = set(pack.intents) | {"smalltalk", "out_of_scope"}
+    for m in rows["intents"]:
+        assert m["label"] in labels and m["action"] in ACTIONS, m
+
+
 def test_unknown_pack_is_a_clear_error():
     with pytest.raises(PackError, match="unknown domain 'casino'.*bank"):
         load_pack("casino")
