@@ -13,7 +13,7 @@ LLAMACPP ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser prepare run test lint clean eval larger-gguf bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate bench-serve gpu-check gguf-converter
+.PHONY: install browser prepare run test lint clean eval larger-gguf bench bench-index bench-intents bench-redact bench-ui finetune bench-finetune bench-generate bench-serve gpu-check gpu-payload gguf-converter
 
 install: $(STAMP)
 
@@ -131,6 +131,11 @@ bench-finetune: install
 # Python set up by hand (torch, transformers, peft, bitsandbytes; no venv, no install step).
 GPU_PYTHON ?= $(BIN)/python
 GPU_OUT ?= runs/gpu-check
+# For the GPU machine of the `device` tool (no network, 64 MiB a call): the bundled model in pieces, the
+# wheels its image lacks and the medquad data, in .gpu/c1, .gpu/c2, ... one folder per call; there,
+# finetune/gpu_check.sh stages each and runs every step under its own time limit (see that script).
+gpu-payload: install
+	$(BIN)/python -m finetune.gpu_payload --out .gpu
 gpu-check: $(if $(filter $(BIN)/python,$(GPU_PYTHON)),prepare)
 	@mkdir -p $(GPU_OUT); status=0; \
 	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m pytest -m gpu -q -p no:cacheprovider || status=1; \

@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--train-file", default=None, help="instead of medquad_sft (for the CPU check)")
+    p.add_argument("--quality-dir", default="runs/finetune-medquad",
+                   help="with --quality: where the epoch's adapter, report and loss curve go")
     args = p.parse_args(argv)
     import torch
 
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {r['setup']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base:.1f}x | {peak} | "
               f"{mfu_text} |")
     if args.quality:
-        quality = {"resume": False, "output_dir": "runs/finetune-medquad", "device": args.device}
+        quality = {"resume": False, "output_dir": args.quality_dir, "device": args.device}
         if args.train_file:
             quality |= {"train_files": [args.train_file], "eval_files": [], "max_length": args.max_length,
                         "batch_size": args.batch_size, "load_in_4bit": gpu}
