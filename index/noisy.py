@@ -124,17 +124,20 @@ _OPENINGS = ("hi there! ", "Hello, ", "hey, ", "Good morning. ", "hi team, ", "h
              "Hello! Quick question: ", "", "ok so ")
 _CLOSINGS = (" thanks so much 🙏", " Thank you!", " thx", " thanks in advance :)", " Cheers.", " appreciate it!!",
              " thanks a bunch", " 😊", "", " ty")
-STYLES = ("as-written", "no-punctuation", "greeting")
+STYLES = ("as-written", "no-punctuation", "greeting", "upper-case")
 
 
 def in_style(text: str, style: str, seed: int = 0) -> str:
     """`text` as a customer might type it: `no-punctuation` (lower case, no punctuation but $ and %: "whats"),
-    `greeting` (a seeded opening and closing around it, such as "hi there! ... thanks so much"), or as written."""
+    `greeting` (a seeded opening and closing around it, such as "hi there! ... thanks so much"), `upper-case`
+    (every letter a capital: "WHATS THE FEE FOR A WIRE?"), or as written."""
     if style == "no-punctuation":
         return " ".join(re.sub(r"[^\w\s$%]", " ", re.sub(r"['’]", "", text.lower())).split())
     if style == "greeting":
         rng = random.Random(f"greeting:{seed}:{text}")
         return f"{rng.choice(_OPENINGS)}{text}{rng.choice(_CLOSINGS)}".strip()
+    if style == "upper-case":
+        return text.upper()
     if style != "as-written":
         raise ValueError(f"unknown style {style!r}: choose one of {', '.join(STYLES)}")
     return text

@@ -16,7 +16,9 @@ digits, acronyms in capitals, a plural or possessive typed without its apostroph
 whose stem is known, the clipped start of a longer word ("intro", "surg"), a hyphenated word of the
 documents typed as one ("xrays"), contractions typed without the apostrophe ("dont") and chat words
 ("hola"), and real words used by mistake ("debut card"), which need context a word list does not have.
-A capitalised word no document holds is taken as a name ("Zelle", "Humana"), never made an English word.
+A capitalised word no document holds is taken as a name ("Zelle", "Humana"), never made an English word;
+in a message typed all in capitals, words are read as lower case (neither acronyms nor names) and made
+only the documents' words, since a name cannot be told there ("CAN I USE ZELLE" stays).
 Common chat shorthand ("appt", "tmrw", "acct") is written out, and two words of the documents typed as
 one are split ("debitcard" -> "debit card").
 """
@@ -109,7 +111,15 @@ def _edits1(word: str) -> set[str]:
 def _case_like(word: str, model: str) -> str:
     if model[:1].isupper() and model[1:].islower():
         return word[:1].upper() + word[1:]
+    if model.isupper():
+        return word.upper()
     return word
+
+
+def shouting(text: str) -> bool:
+    """A message typed in capitals ("WHATS THE FEE FOR A WIRE TRANSFR"): at least three words, no lower-case
+    letter. Its words are read as lower case: neither acronyms nor names."""
+    return not any(c.islower() for c in text) and len(_TOKEN.findall(text)) >= 3
 
 
 class Speller:
@@ -151,7 +161,8 @@ class Speller:
             return text
         cached = self._cache.get(text)
         if cached is None:
-            cached = _TOKEN.sub(lambda m: self.word(m.group()), text)
+            loud = shouting(text)
+            cached = _TOKEN.sub(lambda m: self.word(m.group(), loud), text)
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[text] = cached
@@ -159,10 +170,16 @@ class Speller:
 
     def corrections(self, text: str) -> dict[str, str]:
         """{written word: what `correct` makes of it} for the words it changes."""
-        return {w: c for w in _TOKEN.findall(text) if (c := self.word(w)) != w} if self.enabled else {}
+        if not self.enabled:
+            return {}
+        loud = shouting(text)
+        return {w: c for w in _TOKEN.findall(text) if (c := self.word(w, loud)) != w}
 
-    def word(self, word: str) -> str:
-        """One word as `correct` writes it."""
+    def word(self, word: str, loud: bool = False, english: bool = True) -> str:
+        """One word as `correct` writes it. `loud`: the message is typed in capitals (see `shouting`), so a
+        name cannot be told from other words: only the documents' words are offered, never other English."""
+        if loud:
+            return _case_like(self.word(word.lower(), english=False), word)
         low = word.lower()
         if low in SHORTHAND and low not in self.words:
             return _case_like(SHORTHAND[low], word)
@@ -180,7 +197,8 @@ class Speller:
             return _case_like(split, word)
         if word[:1].isupper():  # "Zelle", "Humana": a name the documents lack, not "Belle" or "human"
             return word
-        found = [c for c in candidates if self.english.get(c, 0) >= MIN_ENGLISH_COUNT] if self.to_english else []
+        found = ([c for c in candidates if self.english.get(c, 0) >= MIN_ENGLISH_COUNT]
+                 if self.to_english and english else [])
         if found:
             return _case_like(max(found, key=lambda c: (self.english[c], c)), word)
         return word

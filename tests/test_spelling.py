@@ -48,6 +48,16 @@ def test_words_typed_as_meant_are_kept(speller, text):
     assert speller.correct(text) == text and speller.corrections(text) == {}
 
 
+def test_a_message_typed_in_capitals_is_corrected_to_the_documents_words():
+    """In capitals every word looks like an acronym or a name: such a message is read in lower case, its
+    misspellings become the documents' words in capitals, and nothing becomes a word the documents lack."""
+    speller = Speller(word_counts([DOCS]), english_words())
+    assert speller.correct("HOW DO I FREEZE A STOLLEN DEBBIT CARD?") == "HOW DO I FREEZE A STOLEN DEBIT CARD?"
+    assert speller.corrections("WHATS THE ROUTNG NUMBER") == {"ROUTNG": "ROUTING"}
+    assert speller.correct("CAN I PAY WITH ZELLE") == "CAN I PAY WITH ZELLE"  # a name: no English guess
+    assert speller.correct("the ATM fee") == "the ATM fee"  # an acronym in a message in lower case
+
+
 def test_a_four_letter_word_only_when_one_document_word_fits():
     english = english_words()
     assert Speller({"hours": 3, "money": 2}, english).correct("visiting hurs, mney") == "visiting hours, money"
