@@ -52,7 +52,8 @@ SHORTHAND = {
     "tmrw": "tomorrow", "tmrow": "tomorrow", "tmr": "tomorrow", "pls": "please", "plz": "please",
     "thx": "thanks", "hrs": "hours", "mins": "minutes", "yrs": "years", "wk": "week", "wks": "weeks",
     "ppl": "people", "msg": "message", "dept": "department", "govt": "government", "rx": "prescription",
-    "wknd": "weekend",
+    "wknd": "weekend", "ur": "your", "wat": "what", "abt": "about", "bc": "because", "cuz": "because",
+    "nite": "night", "tonite": "tonight", "bday": "birthday", "yr": "year", "mo": "month",
 }
 # Contractions typed without the apostrophe and chat words the word list lacks: kept as written (the
 # embedder reads them; "dont" is not "done", "hola" is not "hold").
