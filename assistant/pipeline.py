@@ -53,6 +53,7 @@ from assistant.understanding.routing import asks_about, question_parts
 from assistant.understanding.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
 from index.errors import SettingError
+from index.ingest import READER_VERSION
 from index.onnx_embed import cache_dir
 from index.search import Hit, Searcher
 from index.store import BuildReport, IndexError_, IndexStore, build_index
@@ -155,7 +156,8 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
             store = None
         if store is not None:
             current = (store.manifest.extra.get("pack_fingerprint") == fingerprint
-                       and store.manifest.embedder == embedder.name)
+                       and store.manifest.embedder == embedder.name
+                       and store.manifest.reader_version == READER_VERSION)  # else cut by an older reader
             store.close()
             if current:
                 return None

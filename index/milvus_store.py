@@ -60,7 +60,7 @@ from index.bm25 import _stopwords
 from index.chunk import Chunk, ChunkConfig, tokenizer_counter
 from index.embed import Embedder
 from index.errors import UserError
-from index.ingest import load_document
+from index.ingest import READER_VERSION, load_document
 from index.store import (
     FORMAT_VERSION,
     HNSW_EF_CONSTRUCTION,
@@ -637,6 +637,8 @@ def update(location: MilvusLocation, embedder: Embedder, chunking: ChunkConfig |
     reusable = previous is not None and (previous.manifest.embedder, previous.manifest.chunk_size,
                                          previous.manifest.chunk_overlap) == (embedder.name, chunking.chunk_size,
                                                                               chunking.chunk_overlap)
+    # a full build reads again the files an older reader cut (an upload, which keeps the others, does not)
+    reusable = reusable and (keep_others or previous.manifest.reader_version == READER_VERSION)
     old_uploads = previous.uploads() if previous is not None else {}
     if not reusable:  # a first build, or a rebuild with another embedder or chunking: start afresh
         for name in (location.collection, location.meta):
@@ -746,7 +748,9 @@ def update(location: MilvusLocation, embedder: Embedder, chunking: ChunkConfig |
     manifest = Manifest(embedder=embedder.name, dimension=embedder.dimension, chunk_size=chunking.chunk_size,
                         chunk_overlap=chunking.chunk_overlap, n_chunks=n_chunks, n_files=len(files), index_type=kind,
                         sources=roots, extra=extra if extra is not None else (previous.manifest.extra if previous else {}),
-                        screened_by=screened_by)
+                        screened_by=screened_by,
+                        reader_version=(previous.manifest.reader_version if keep_others and previous is not None
+                                        else READER_VERSION))
     version = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     call("writing the manifest", "upsert", location.meta, _meta_rows({"manifest": {**asdict(manifest),
                                                                                    "version": version}}))

@@ -45,7 +45,7 @@ from index.bm25 import BM25Index
 from index.chunk import Chunk, ChunkConfig, chunk_document, tokenizer_counter
 from index.embed import Embedder
 from index.errors import UserError
-from index.ingest import Document, IngestError, iter_files, load_document
+from index.ingest import READER_VERSION, Document, IngestError, iter_files, load_document
 from index.limits import IngestLimits
 from index.quiet import progress_bar
 from index.spelling import Speller, word_counts
@@ -78,6 +78,7 @@ class Manifest:
     sources: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     screened_by: str = ""  # the injection model that screened every chunk ("" = not screened)
+    reader_version: int = 0  # index.ingest.READER_VERSION of the reader that cut the files (0: not recorded)
 
 
 @dataclass
@@ -498,6 +499,7 @@ def update_index(
             previous.manifest.embedder == embedder.name
             and previous.manifest.chunk_size == chunking.chunk_size
             and previous.manifest.chunk_overlap == chunking.chunk_overlap
+            and previous.manifest.reader_version == READER_VERSION
         )
         old_files = previous.files() if previous is not None else {}
         old_uploads = previous.uploads() if previous is not None else {}
@@ -564,6 +566,9 @@ def update_index(
             index_type=kind, sources=roots,
             extra=extra if extra is not None else (previous.manifest.extra if previous else {}),
             screened_by=screened_by,
+            # files kept from an older reader's index (an upload keeps the others) keep its number
+            reader_version=(previous.manifest.reader_version if keep_others and previous is not None
+                            else READER_VERSION),
         )
         records = {key: old_uploads[key] for key in files if key in old_uploads}
         records.update({key: record for key, record in (uploads or {}).items() if key in files})

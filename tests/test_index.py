@@ -67,6 +67,27 @@ def test_incremental_rebuild_reembeds_only_changed_files(corpus, tmp_path, embed
     assert "Sundays" in hits[0].text
 
 
+def test_files_an_older_reader_cut_are_read_again(corpus, tmp_path, embedder):
+    """Unchanged files are reused only when the same reader cut them: after a change to how documents are
+    read (index.ingest.READER_VERSION), the next build reads every file again instead of keeping chunks
+    the new reader would not make."""
+    import json
+
+    from index.ingest import READER_VERSION
+
+    out = tmp_path / "idx"
+    build_index([str(corpus)], out, embedder, progress=False)
+    assert IndexStore.open(out).manifest.reader_version == READER_VERSION
+    manifest = out / "versions" / (out / "CURRENT").read_text().strip() / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "reader_version": READER_VERSION - 1}))
+    report = build_index([str(corpus)], out, embedder, progress=False)
+    assert (report.files_indexed, report.files_reused) == (3, 0)
+    assert IndexStore.open(out).manifest.reader_version == READER_VERSION
+    again = build_index([str(corpus)], out, embedder, progress=False)
+    assert (again.files_indexed, again.files_reused) == (0, 3)
+
+
 def test_bad_files_are_skipped_and_the_rest_indexed(corpus, tmp_path):
     (corpus / "empty.md").write_bytes(b"")
     (corpus / "binary.txt").write_bytes(b"\x00\xff" * 100)
