@@ -1,6 +1,6 @@
 """`make gpu-payload`: what the GPU machine lacks, cut into pieces that each fit one transfer.
 
-    python -m finetune.gpu_payload [--out .gpu] [--budget-mib 56]
+    python -m finetune.gpu_payload [--out .gpu] [--budget-mib 58]
 
 The GPU machine (the `device` tool) has no network and takes at most 64 MiB of working tree a call, the
 repository included. It has Python 3.12 with torch, transformers, peft and accelerate, but not the
@@ -31,8 +31,9 @@ from finetune.train import SHARED_MEDQUAD
 from index.errors import UserError
 
 MIB = 2**20
-# what the GPU machine's image lacks, pinned to the versions this environment runs
-WHEELS = ("bitsandbytes", "gguf", "phonenumbers", "python-stdnum", "transformers", "peft")
+# what the GPU machine's image lacks, pinned to the versions this environment runs (regex: transformers checks
+# its version when imported, and the image's may be older)
+WHEELS = ("bitsandbytes", "gguf", "phonenumbers", "python-stdnum", "transformers", "peft", "regex")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")
 
@@ -100,7 +101,7 @@ def pack_calls(items: list[tuple[str, Path]], budget: int, out: Path) -> dict[st
     return where
 
 
-def make_payload(out: Path, budget_mib: float = 56, model: Path | None = None, data: Path | None = SHARED_MEDQUAD,
+def make_payload(out: Path, budget_mib: float = 58, model: Path | None = None, data: Path | None = SHARED_MEDQUAD,
                  wheels: tuple[str, ...] = WHEELS) -> dict:
     """Write the payload under `out` (emptied first) and return its manifest."""
     from assistant.llm.models import bundled_gguf
@@ -140,8 +141,8 @@ def make_payload(out: Path, budget_mib: float = 56, model: Path | None = None, d
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m finetune.gpu_payload", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(".gpu"))
-    p.add_argument("--budget-mib", type=float, default=56,
-                   help="most MiB one call carries (64 MiB a call, less the repository's own files)")
+    p.add_argument("--budget-mib", type=float, default=58,
+                   help="most MiB one call carries (64 MiB a call, less the repository's own files: about 4)")
     p.add_argument("--model", type=Path, default=None, help="a GGUF instead of the bundled model")
     p.add_argument("--data", type=Path, default=SHARED_MEDQUAD, help="the medquad_sft folder")
     p.add_argument("--no-data", action="store_true", help="leave the medquad data out")
