@@ -370,7 +370,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--typos", type=int, default=0,
                     help="dev/fit sets: put N seeded typos into every message (robustness to typing)")
     ev.add_argument("--style", default="as-written", choices=STYLES,
-                    help="dev/fit sets: type every message without punctuation, or wrapped in a greeting and thanks")
+                    help="dev/fit sets: type every message without punctuation, wrapped in a greeting and thanks, in "
+                         "capitals, or after a sentence of personal context")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--dump", default=None, help="write every answer's confidence features to this JSONL file")
     ev.set_defaults(func=cmd_eval)

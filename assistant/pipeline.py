@@ -49,7 +49,12 @@ from assistant.understanding.intents import (
     load_utterances,
 )
 from assistant.understanding.pleasantries import strip_pleasantries
-from assistant.understanding.routing import asks_about, question_parts
+from assistant.understanding.routing import (
+    asks_about,
+    leans_on_previous,
+    question_parts,
+    shorter_readings,
+)
 from assistant.understanding.slots import extract_slots, is_affirmative
 from index.embed import Embedder, resolve_embedder
 from index.errors import SettingError
@@ -464,12 +469,17 @@ class Assistant:
 
     def _find_one(self, message: str, history: list[tuple[str, str]], config: AssistantConfig,
                   session_id: str | None) -> tuple[str, Selection, list[Hit]]:
-        """`_find_evidence` for one question, already read."""
-        queries = [message]
+        """`_find_evidence` for one question, already read. A question told after sentences of context ("we just
+        moved here. is there a fee for ...?") is also searched without them (assistant/understanding/routing.py
+        `shorter_readings`), and with the earlier topic when it is a follow-up; the strongest evidence decides."""
+        readings = [message, *shorter_readings(message)]
+        # "how much notice do you need" needs what was said before it: searched alone only after earlier turns
+        queries = [r for r in readings if r == message or not leans_on_previous(r)]
         if history:
-            condensed = self.retrieval_query(message, history)
-            if condensed != message:
-                queries.append(condensed)
+            for asked in readings:
+                condensed = self.retrieval_query(asked, history)
+                if condensed not in queries:
+                    queries.append(condensed)
         best = self._strongest(queries, config, session_id)
         if history and (not best[2].evidence or best[2].flagged):
             # a message that does not read as a follow-up but finds no sure answer on its own ("can my 8 year

@@ -124,13 +124,24 @@ _OPENINGS = ("hi there! ", "Hello, ", "hey, ", "Good morning. ", "hi team, ", "h
              "Hello! Quick question: ", "", "ok so ")
 _CLOSINGS = (" thanks so much 🙏", " Thank you!", " thx", " thanks in advance :)", " Cheers.", " appreciate it!!",
              " thanks a bunch", " 😊", "", " ty")
-STYLES = ("as-written", "no-punctuation", "greeting", "upper-case")
+# A sentence of context before the question, as customers write it; nothing in it answers or asks anything.
+_CONTEXT = ("I've been a customer for years and never had to ask this before.",
+            "My wife usually handles this stuff but she's away this week.",
+            "I tried finding it on your website but got lost.", "Sorry if this is a dumb question.",
+            "I'm helping my elderly father sort out a few things.", "We just moved to the area last month.",
+            "I'm on my lunch break so I don't have long.", "A friend told me to ask here.",
+            "I work nights so it's hard for me to call during the day.",
+            "This is my first time dealing with any of this.",
+            "I'm trying to get everything organized before the holidays.",
+            "English is my second language, so sorry for any mistakes.")
+STYLES = ("as-written", "no-punctuation", "greeting", "upper-case", "context")
 
 
 def in_style(text: str, style: str, seed: int = 0) -> str:
     """`text` as a customer might type it: `no-punctuation` (lower case, no punctuation but $ and %: "whats"),
     `greeting` (a seeded opening and closing around it, such as "hi there! ... thanks so much"), `upper-case`
-    (every letter a capital: "WHATS THE FEE FOR A WIRE?"), or as written."""
+    (every letter a capital: "WHATS THE FEE FOR A WIRE?"), `context` (a seeded sentence of personal context
+    before it: "We just moved to the area last month. ..."), or as written."""
     if style == "no-punctuation":
         return " ".join(re.sub(r"[^\w\s$%]", " ", re.sub(r"['’]", "", text.lower())).split())
     if style == "greeting":
@@ -138,6 +149,8 @@ def in_style(text: str, style: str, seed: int = 0) -> str:
         return f"{rng.choice(_OPENINGS)}{text}{rng.choice(_CLOSINGS)}".strip()
     if style == "upper-case":
         return text.upper()
+    if style == "context":
+        return f"{random.Random(f'context:{seed}:{text}').choice(_CONTEXT)} {text}"
     if style != "as-written":
         raise ValueError(f"unknown style {style!r}: choose one of {', '.join(STYLES)}")
     return text

@@ -79,11 +79,13 @@ def test_the_customer_phrased_report_typed_in_other_styles(quote_bot):
     assert in_style(text, "no-punctuation") == "whats the swift code for an incoming wire"
     greeted = in_style(text, "greeting")
     assert greeted == in_style(text, "greeting") and text in greeted  # seeded, the question kept whole
+    told = in_style(text, "context")
+    assert told == in_style(text, "context") and told.endswith(" " + text) and len(told) > len(text) + 10
     with pytest.raises(ValueError, match="unknown style"):
         in_style(text, "shouting")
     asked = [json.loads(line)["question"] for line in
              (quote_bot.pack.root / "fit" / "questions.jsonl").read_text().splitlines()[:3]]
-    for style in ("no-punctuation", "greeting"):
+    for style in ("no-punctuation", "greeting", "context"):
         dump: list = []
         typed = evaluate_dev(quote_bot, limit=3, progress=False, dump=dump, split="fit", style=style)
         assert typed.style == style and f"typed: {style}" in typed.table()

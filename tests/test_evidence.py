@@ -373,6 +373,26 @@ def test_a_message_that_asks_several_questions_is_split_into_them():
         assert question_parts(one) == [one]
 
 
+def test_a_question_after_statements_is_also_read_without_them():
+    from assistant.understanding.routing import shorter_readings
+
+    assert shorter_readings("We just moved here last month. i reported a weird charge on monday. when will i hear "
+                            "back?") == ["i reported a weird charge on monday. when will i hear back?",
+                                         "when will i hear back?"]
+    assert shorter_readings("how much is a wire? we need it today.") == []  # opens with its question
+    assert shorter_readings("My wife usually does this. thanks") == []  # asks nothing
+    assert shorter_readings("Sorry. is it?") == []  # too short to search alone
+
+
+def test_a_sentence_of_context_does_not_hide_a_followup(bank_bot):
+    first = "How do I send an international wire?"
+    history = [(first, bank_bot.respond(first).answer)]
+    query, found, _ = bank_bot._find_evidence("I tried finding it on your website but got lost. is there a fee "
+                                              "for that?", history, bank_bot.config)
+    assert "wire" in query.lower() and "website" not in query.lower()
+    assert found.evidence and any("$45" in e.text for e in found.evidence), [e.text for e in found.evidence]
+
+
 def test_each_question_of_a_message_is_answered_or_said_unanswered(bank_bot):
     both = bank_bot.respond("What's the routing number for direct deposit? Also, what SWIFT code does someone "
                             "overseas need to wire me money?", session_id="parts")

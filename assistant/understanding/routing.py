@@ -107,7 +107,7 @@ _BACK_THERE = re.compile(r"\bthere\s*[?.!]*$|\bhow\s+many\s+(?:can|do|does|will|
 MIN_PART_WORDS = 4  # "and on Saturday?" or "what hours" lean on the question before: not a question of their own
 
 
-def _leans_on_previous(part: str) -> bool:
+def leans_on_previous(part: str) -> bool:
     """An opener ("and what about..."), "there" or "how many can..." pointing back, or a pronoun in a question
     with at most two words of its own ("what does it cost", "how do I avoid it?"); "whats the street address,
     need it for my gps" stands alone."""
@@ -115,6 +115,20 @@ def _leans_on_previous(part: str) -> bool:
     if _CONTINUES.match(part) or _BACK_THERE.search(part) or len(own) <= 1:
         return True
     return bool(_PRONOUN.search(part)) and len(own) <= 2
+
+
+_SENTENCE_END = re.compile(r"(?<=[?!.])\s+")
+
+
+def shorter_readings(message: str) -> list[str]:
+    """The message without the statements told before its question, one more dropped each time ("We just moved
+    here. i reported a charge on monday. when will i hear back?" -> "i reported a charge on monday. when will i
+    hear back?", "when will i hear back?"); none when it opens with its question or asks none. A statement may
+    hold the topic, so these are searched beside the whole message, never instead of it."""
+    sentences = [s for s in _SENTENCE_END.split(message[:2000].strip()) if s]
+    first = next((n for n, sentence in enumerate(sentences) if asks_question(sentence)), 0)
+    readings = [" ".join(sentences[n:]) for n in range(1, first + 1)]
+    return [r for r in readings if len(re.findall(r"\w+", r)) >= MIN_PART_WORDS]
 
 
 def question_parts(message: str) -> list[str]:
@@ -140,7 +154,7 @@ def question_parts(message: str) -> list[str]:
     # hours there", "how do I avoid it?") is not a question of its own: it stays with that one
     merged: list[str] = []
     for part in parts:
-        if merged and _leans_on_previous(part):
+        if merged and leans_on_previous(part):
             merged[-1] = f"{merged[-1]} {part}"
         else:
             merged.append(part)
