@@ -259,6 +259,22 @@ def test_a_question_typed_without_punctuation_is_still_a_question(bank_bot):
     assert "1-800" in asked.answer or "+1" in asked.answer
 
 
+
+def test_a_question_asked_indirectly_is_answered(bank_bot, hospital_bot):
+    """"I'd like to know...", "can you tell me how..." ask to be told about a process, not for it to start."""
+    for asked in ("I'd like to know how to dispute a charge", "please tell me how to block my card",
+                  "I want to know what happens after I file a complaint",
+                  "im wondering whether there is a fee to close my account"):
+        assert asks_about(asked), asked
+    assert not asks_about("I'd like to dispute a charge on my statement")
+    assert not asks_about("i was wondering if i could speak to a manager")  # asks for a person
+    told = bank_bot.respond("I'd like to know what happens after I file a complaint")
+    assert told.action == "answer" and told.offer == "complaint" and told.ticket is None and told.evidence
+    told = hospital_bot.respond("I'd like to know how to make a complaint about my care")
+    assert told.action == "answer" and told.ticket is None and told.evidence
+    person = bank_bot.respond("i was wondering if i could speak to a manager")
+    assert person.action == "handoff" and person.ticket
+
 def test_greetings_and_thanks_around_a_question_are_set_aside(hospital_bot, data_dir):
     from assistant.understanding.pleasantries import strip_pleasantries
 

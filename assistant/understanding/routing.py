@@ -15,7 +15,7 @@ from assistant.understanding.condense import _CONTINUES, _PRONOUN, content_words
 
 # the user asks us to do something, or says what happened to them
 _REQUEST = re.compile(
-    r"\b(?:i\s*(?:'d| would)\s+like\s+to|i\s+(?:want|wanna|need)\s+(?:to\s+)?(?!know\b|to\s+know\b)|"
+    r"\b(?:i\s*(?:'d| would)\s+like\s+to\s+(?!know\b)|i\s+(?:want|wanna|need)\s+(?:to\s+)?(?!know\b|to\s+know\b)|"
     r"i\s+wish\s+to|let\s+me\s+(?:talk|speak|file|make|report)|please\s+(?:connect|transfer|put|file|open|"
     r"cancel|freeze|block|report|change|update|help)|help\s+me\s+(?:to\s+)?(?:file|make|report|change|update|"
     r"cancel|freeze|block|talk|reach)|(?:can|could|may)\s+i\s+(?:please\s+)?(?:talk|speak|chat)\s+(?:to|with)|"
@@ -47,6 +47,18 @@ _WH_QUESTION = re.compile(
     r"(?:how|what|whats|what's|hows|how's|when|where|which|why|who)\b",
     re.IGNORECASE,
 )
+# a question asked indirectly: "can you tell me how...", "I'd like to know what...", "I was wondering if..."; asking
+# to be told about a flow's topic is not asking for the flow, unless it asks for a person ("if I could speak to")
+_INDIRECT = re.compile(
+    r"^\s*(?:(?:hi|hello|hey|ok|okay|so|and|but|also|quick question|question|lol)[,:!.\s-]+)*(?:please\s+)?"
+    r"(?:(?:can|could|would|will)\s+(?:you|u|someone|somebody)\s+(?:please\s+)?(?:tell|explain|show)(?:\s+me)?|"
+    r"(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?let\s+me\s+know|tell\s+me|explain|let\s+me\s+know|"
+    r"i\s*(?:'d|would)\s+like\s+to\s+know|i\s+(?:want|wanna|need)\s+(?:to\s+)?know|i\s*(?:was|am|'m|m)\s+wondering|"
+    r"wondering|do\s+(?:you|u)\s+know|any\s+idea|i\s+(?:don't|dont|do not)\s+(?:know|understand))\s+"
+    r"(?:\w+\s+){0,2}?(?:how|what|whats|what's|when|where|which|why|who|if|whether)\b",
+    re.IGNORECASE,
+)
+_PERSON = re.compile(r"\b(?:talk|speak|chat)\s+(?:to|with)\b", re.IGNORECASE)
 # a what/how/when... question typed inside a message without punctuation ("left my wallet in an uber its
 # 2am who do i even call"): the question word, at most two words, an auxiliary verb, then its subject, or
 # "how long/much/many..."; an indirect question ("unhappy with how my issue was handled", "a complaint about
@@ -75,7 +87,13 @@ def _clauses(message: str) -> list[str]:
 def requests_action(message: str) -> bool:
     """Some clause asks us to do something ("I want to file a complaint", "can you freeze my card"); a need
     inside a what/how question ("what paperwork do I need to bring") asks about the process instead."""
-    return any(_REQUEST.search(clause) and not _WH_QUESTION.match(clause) for clause in _clauses(message))
+    return any(_REQUEST.search(clause) and not _WH_QUESTION.match(clause) and not _indirect(clause)
+               for clause in _clauses(message))
+
+
+def _indirect(clause: str) -> bool:
+    """A question asked indirectly ("can you tell me how to block my card"), not a request for a person."""
+    return bool(_INDIRECT.match(clause)) and not _PERSON.search(clause)
 
 
 def asks_for_action(message: str) -> bool:
@@ -87,7 +105,7 @@ def asks_question(message: str) -> bool:
     """Some clause of the message is a question: "i moved to florida, is the routing number different"."""
     if message.rstrip().endswith("?"):
         return True
-    return any(_QUESTION.match(clause) for clause in _clauses(message))
+    return any(_QUESTION.match(clause) or _indirect(clause) for clause in _clauses(message))
 
 
 def asks_about(message: str) -> bool:
