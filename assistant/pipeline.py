@@ -48,6 +48,7 @@ from assistant.understanding.intents import (
     Prediction,
     load_utterances,
 )
+from assistant.understanding.openers import asks_if_bot, opens_without_question
 from assistant.understanding.pleasantries import strip_pleasantries
 from assistant.understanding.routing import (
     asks_about,
@@ -65,6 +66,11 @@ from index.store import BuildReport, IndexError_, IndexStore, build_index
 from index.uploads import Uploader, UploadReport, UploadSettings, add_uploads
 
 log = logging.getLogger(__name__)
+
+DISCLOSURE = "_bot_disclosure"  # "are you a real person?": answered by a fixed reply, never by the LLM
+DISCLOSURE_REPLY = ("I am {assistant_name}, an automated assistant: a computer program, not a person. I answer "
+                    "from {institution}'s own information, and I can make mistakes. If you would like to talk to "
+                    "a person, just say so and I will connect you.")
 
 
 @dataclass
@@ -309,6 +315,12 @@ class Assistant:
             return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
         if only_injection(message, self.injection):
             return Prediction(label=OUT_OF_SCOPE, confidence=1.0, top=[(OUT_OF_SCOPE, 1.0)])
+        if asks_if_bot(message) or asks_if_bot(corrected):  # told plainly, whatever the classifier says
+            return Prediction(label=DISCLOSURE, confidence=1.0, top=[(DISCLOSURE, 1.0)])
+        if "greeting" in known and (opens_without_question(message) or opens_without_question(corrected)):
+            # "can you help me?", "I have a question about my bill": the greeting asks for the question (a
+            # topic the documents clearly answer is still answered: small talk is searched first, see route)
+            return Prediction(label="greeting", confidence=1.0, top=[("greeting", 1.0)])
         if history and is_affirmative(message) and _HANDOFF_OFFER.search(history[-1][1] or ""):
             label = "human_agent" if "human_agent" in known else OUT_OF_SCOPE
             return Prediction(label=label, confidence=1.0, top=[(label, 1.0)])
@@ -321,6 +333,8 @@ class Assistant:
     def action_for(self, label: str) -> str:
         if label == "_followup":
             return "answer"
+        if label == DISCLOSURE:
+            return "smalltalk"
         spec = self.pack.intents.get(label)
         return spec.action if spec else "out_of_scope"
 
@@ -399,7 +413,8 @@ class Assistant:
         if action in ("flow", "handoff") and asks_about(self.read(message)):
             action, offer = "answer", prediction.label
         probe = None
-        if (action in ("out_of_scope", "smalltalk") and not only_injection(message, self.injection)
+        if (action in ("out_of_scope", "smalltalk") and prediction.label != DISCLOSURE
+                and not only_injection(message, self.injection)
                 and len(message.split()) >= 4):
             probe = self._find_evidence(message, history, config, session_id)
             found = probe[1]
@@ -421,6 +436,8 @@ class Assistant:
             text = self.pack.reply(reply_name or "handoff", ticket=ticket)
         elif action == "out_of_scope":
             text = self.pack.reply(reply_name or "out_of_scope")
+        elif label == DISCLOSURE:
+            text = self.pack.render_text(self.pack.replies.get("bot_disclosure", DISCLOSURE_REPLY))
         else:  # flow, emergency, smalltalk
             text = self.pack.reply(reply_name or label, **extract_slots(message))
         confidence = 1.0 if action == "emergency" else None

@@ -1,0 +1,50 @@
+"""Openers without a question ("can you help me?") and "are you a real person?" (assistant/understanding/openers.py)."""
+
+from __future__ import annotations
+
+from assistant.understanding.openers import asks_if_bot, opens_without_question
+
+
+def test_asking_if_the_assistant_is_a_person():
+    for asked in ("are you a real person?", "Are you a bot?", "am i talking to a human or a bot", "is this an AI?",
+                  "r u a robot", "is this automated", "hi, are you a real person or not?", "am i chatting with a real person"):
+        assert asks_if_bot(asked), asked
+    for other in ("are you open on saturday", "is this a real email from you", "is this a scam",
+                  "is it real that you charge for paper statements", "I want to talk to a real person"):
+        assert not asks_if_bot(other), other
+
+
+def test_a_message_that_only_says_a_question_is_coming():
+    for opener in ("can you help me?", "I need help with something", "I have a question about my account",
+                   "question about a charge", "hi i have a quick question", "what can you do?", "help",
+                   "i was hoping you could help me", "got a question"):
+        assert opens_without_question(opener), opener
+    for asked in ("can you help me find my routing number", "I need help paying my bill", "I have a problem with my card",
+                  "question about the wire cutoff time, when is it", "can you help me with my math homework",
+                  "I need help from a real agent regarding my account"):
+        assert not opens_without_question(asked), asked
+
+
+def test_the_assistant_says_it_is_automated_and_offers_a_person(bank_bot, hospital_bot):
+    for bot, asked in ((bank_bot, "are you a real person?"), (hospital_bot, "am i talking to a human")):
+        told = bot.respond(asked)
+        assert told.action == "smalltalk" and told.ticket is None and not told.evidence
+        assert "automated assistant" in told.answer and "not a person" in told.answer
+        assert bot.pack.assistant_name in told.answer and "talk to a person" in told.answer
+    # a pack can word it itself
+    bank_bot.pack.replies["bot_disclosure"] = "I'm a virtual assistant for {institution}."
+    try:
+        assert bank_bot.respond("r u a bot").answer == "I'm a virtual assistant for Northbridge Federal Bank."
+    finally:
+        del bank_bot.pack.replies["bot_disclosure"]
+
+
+def test_an_opener_gets_the_greeting_not_a_decline(bank_bot, hospital_bot):
+    greeting = bank_bot.pack.reply("greeting")
+    for asked in ("I need help with something", "can you help me?", "question about a charge"):
+        opened = bank_bot.respond(asked)  # were: out of scope, "You're very welcome!", a refusal
+        assert opened.action == "smalltalk" and opened.answer == greeting, (asked, opened.answer)
+    assert hospital_bot.respond("I need some help").answer == hospital_bot.pack.reply("greeting")
+    # a topic the documents clearly answer is still answered
+    topic = bank_bot.respond("I have a question about overdraft fees")
+    assert topic.action == "answer" and "$32" in topic.answer
