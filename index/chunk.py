@@ -11,7 +11,9 @@ from index.errors import SettingError
 from index.ingest import Document
 
 # A sentence ends at . ! ? followed by space, or at CJK 。！？ (which need no space).
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+# a sentence ends at . ! ? and a space, unless what follows goes on with it: "9:00 a.m. to 5:00 p.m.", "Dr. smith",
+# or the next cell of a table row ("8:00 p.m. | 2 at a time")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?![\sa-z|])|(?<=[。！？])")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -89,14 +91,16 @@ def _units(text: str, base: int) -> list[tuple[int, int]]:
 
 
 def _split_long(text: str, start: int, end: int, tokens: int, limit: int) -> list[tuple[int, int]]:
-    """Cut a unit longer than the limit at whitespace (or anywhere, for unspaced scripts)."""
+    """Cut a unit longer than the limit at a line break (a table keeps its rows whole), else at whitespace (or
+    anywhere, for unspaced scripts)."""
     pieces = max(2, -(-tokens // limit))
     step = -(-(end - start) // pieces)
     spans, s = [], start
     while s < end:
         e = min(end, s + step)
         if e < end:
-            space = text.rfind(" ", s + step // 2, e)
+            line = text.rfind("\n", s + step // 2, e)
+            space = line if line > s else text.rfind(" ", s + step // 2, e)
             e = space if space > s else e
         spans.append((s, e))
         s = e

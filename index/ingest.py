@@ -20,7 +20,7 @@ from index.limits import Budget, IngestLimits, LimitExceeded, check_zip
 
 # Bump when a reader cuts documents differently: an index whose files an older reader cut reads them again
 # on its next build instead of reusing their chunks (an index from before this number was kept counts as 0)
-READER_VERSION = 1
+READER_VERSION = 2  # 2: chunks no longer end inside "9:00 a.m. to 5:00 p.m." or a table row
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".xlsx", ".jsonl"}
 MAX_FILE_BYTES = IngestLimits.max_file_bytes
 

@@ -166,3 +166,21 @@ def test_chunks_respect_size_and_keep_offsets(tmp_path, embedder):
         assert chunk.headings == ["Policy"]
     # neighbours overlap: the next chunk starts before the previous one ends
     assert chunks[1].start < chunks[0].end
+
+
+def test_chunks_start_where_a_sentence_or_a_table_row_starts(tmp_path, embedder):
+    """"9:00 a.m. to 5:00 p.m." is one sentence, and a table too long for one chunk is cut between rows: no
+    chunk starts with "to 5:00 p.m." or in the middle of a row (such a chunk's first line became evidence)."""
+    hours = " ".join(f"Branch {i} is open Monday to Friday 9:00 a.m. to 5:00 p.m. and Saturday 9:00 a.m. to "
+                     f"1:00 p.m. on most weeks." for i in range(30))
+    rows = "\n".join(f"<tr><td>Unit {i}</td><td>Floor {i}</td><td>9:00 a.m. to 8:00 p.m. daily</td>"
+                     f"<td>{i % 4 + 1} at a time</td></tr>" for i in range(40))
+    path = tmp_path / "hours.html"
+    path.write_text(f"<h1>Hours</h1><p>{hours}</p><h2>By unit</h2><table>{rows}</table>", encoding="utf-8")
+    doc = load_document(path)
+    count = tokenizer_counter(embedder.tokenizer)
+    chunks = chunk_document(doc, count, ChunkConfig(chunk_size=60, chunk_overlap=12))
+    assert len(chunks) > 8 and max(count([c.text])[0] for c in chunks) <= 60
+    for chunk in chunks:
+        assert chunk.text[0].isupper(), chunk.text[:40]  # "Branch …", "Unit …": never "to 5:00 p.m."
+        assert chunk.text.split("\n")[-1].endswith((".", "at a time")), chunk.text[-40:]
