@@ -48,7 +48,7 @@ from assistant.understanding.intents import (
     Prediction,
     load_utterances,
 )
-from assistant.understanding.openers import asks_if_bot, opens_without_question
+from assistant.understanding.openers import asks_if_bot, conversation_move, opens_without_question
 from assistant.understanding.pleasantries import strip_pleasantries
 from assistant.understanding.routing import (
     asks_about,
@@ -68,9 +68,16 @@ from index.uploads import Uploader, UploadReport, UploadSettings, add_uploads
 log = logging.getLogger(__name__)
 
 DISCLOSURE = "_bot_disclosure"  # "are you a real person?": answered by a fixed reply, never by the LLM
-DISCLOSURE_REPLY = ("I am {assistant_name}, an automated assistant: a computer program, not a person. I answer "
-                    "from {institution}'s own information, and I can make mistakes. If you would like to talk to "
-                    "a person, just say so and I will connect you.")
+# labels decided by rules (assistant/understanding/openers.py) -> (the pack's optional reply, the default)
+RULE_REPLIES = {
+    DISCLOSURE: ("bot_disclosure", "I am {assistant_name}, an automated assistant: a computer program, not a "
+                 "person. I answer from {institution}'s own information, and I can make mistakes. If you would "
+                 "like to talk to a person, just say so and I will connect you."),
+    "_ask_more": ("ask_more", "Of course. What would you like to know?"),
+    "_wait": ("wait", "Take your time: I'm here when you're ready."),
+    "_not_helpful": ("not_helpful", "I'm sorry that didn't help. Could you tell me a little more, or put the "
+                     "question another way? If you would rather, I can connect you with a person."),
+}
 
 
 @dataclass
@@ -317,6 +324,8 @@ class Assistant:
             return Prediction(label=OUT_OF_SCOPE, confidence=1.0, top=[(OUT_OF_SCOPE, 1.0)])
         if asks_if_bot(message) or asks_if_bot(corrected):  # told plainly, whatever the classifier says
             return Prediction(label=DISCLOSURE, confidence=1.0, top=[(DISCLOSURE, 1.0)])
+        if move := conversation_move(message, bool(history)):  # "one more question", "hold on", "that's wrong"
+            return Prediction(label=f"_{move}", confidence=1.0, top=[(f"_{move}", 1.0)])
         if "greeting" in known and (opens_without_question(message) or opens_without_question(corrected)):
             # "can you help me?", "I have a question about my bill": the greeting asks for the question (a
             # topic the documents clearly answer is still answered: small talk is searched first, see route)
@@ -333,7 +342,7 @@ class Assistant:
     def action_for(self, label: str) -> str:
         if label == "_followup":
             return "answer"
-        if label == DISCLOSURE:
+        if label in RULE_REPLIES:
             return "smalltalk"
         spec = self.pack.intents.get(label)
         return spec.action if spec else "out_of_scope"
@@ -413,7 +422,7 @@ class Assistant:
         if action in ("flow", "handoff") and asks_about(self.read(message)):
             action, offer = "answer", prediction.label
         probe = None
-        if (action in ("out_of_scope", "smalltalk") and prediction.label != DISCLOSURE
+        if (action in ("out_of_scope", "smalltalk") and prediction.label not in RULE_REPLIES
                 and not only_injection(message, self.injection)
                 and len(message.split()) >= 4):
             probe = self._find_evidence(message, history, config, session_id)
@@ -436,8 +445,9 @@ class Assistant:
             text = self.pack.reply(reply_name or "handoff", ticket=ticket)
         elif action == "out_of_scope":
             text = self.pack.reply(reply_name or "out_of_scope")
-        elif label == DISCLOSURE:
-            text = self.pack.render_text(self.pack.replies.get("bot_disclosure", DISCLOSURE_REPLY))
+        elif label in RULE_REPLIES:
+            name, default = RULE_REPLIES[label]
+            text = self.pack.render_text(self.pack.replies.get(name, default))
         else:  # flow, emergency, smalltalk
             text = self.pack.reply(reply_name or label, **extract_slots(message))
         confidence = 1.0 if action == "emergency" else None
@@ -451,7 +461,9 @@ class Assistant:
         that still finds no sure answer gets one more search with the earlier topic added. The message and the
         earlier turns are read first (`read`: greetings and thanks set aside, misspelled words corrected)."""
         message = self.read(message)
-        history = [(self.read(user), bot) for user, bot in history]
+        # "one more question", "hold on", "can you help me?" carry no topic for a follow-up to lean on
+        history = [(self.read(user), bot) for user, bot in history
+                   if not (conversation_move(user, True) or opens_without_question(user) or asks_if_bot(user))]
         whole = self._find_one(message, history, config, session_id)
         parts = question_parts(message)
         if len(parts) < 2:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from assistant.understanding.openers import asks_if_bot, opens_without_question
+from assistant.understanding.openers import asks_if_bot, conversation_move, opens_without_question
 
 
 def test_asking_if_the_assistant_is_a_person():
@@ -48,3 +48,35 @@ def test_an_opener_gets_the_greeting_not_a_decline(bank_bot, hospital_bot):
     # a topic the documents clearly answer is still answered
     topic = bank_bot.respond("I have a question about overdraft fees")
     assert topic.action == "answer" and "$32" in topic.answer
+
+
+def test_moves_in_a_chat_under_way():
+    for text, move in (("one more question", "ask_more"), ("I have another question", "ask_more"), ("ok also", "ask_more"),
+                       ("hold on", "wait"), ("one sec", "wait"), ("that's wrong", "not_helpful"),
+                       ("that didn't answer my question", "not_helpful"), ("no thats not what i asked", "not_helpful")):
+        assert conversation_move(text, history=True) == move, text
+        assert conversation_move(text, history=False) is None  # a first message is read as usual
+    for text in ("wait, is there a fee for that?", "another question: what's the routing number?", "that's great",
+                 "it's wrong that you charge me", "also what's the swift code"):
+        assert conversation_move(text, history=True) is None, text
+
+
+def test_a_chat_that_pauses_asks_for_more_and_disagrees(bank_bot):
+    """Were: the previous answer again, a goodbye ("hold on"), a goodbye ("that's wrong")."""
+    history: list[tuple[str, str]] = []
+
+    def say(text):
+        response = bank_bot.respond(text, history, session_id="moves")
+        history.append((text, response.answer))
+        return response
+
+    say("how do I send an international wire?")
+    more = say("one more question")
+    assert more.action == "smalltalk" and more.answer == "Of course. What would you like to know?"
+    fee = say("is there a fee for that?")  # "one more question" is no topic: the wire still is
+    assert "wire" in fee.query.lower() and "question" not in fee.query.lower() and "$45" in fee.answer
+    assert say("hold on").answer.startswith("Take your time")
+    sorry = say("that's wrong")
+    assert sorry.action == "smalltalk" and "sorry" in sorry.answer.lower() and "person" in sorry.answer
+    person = say("yes please")  # the person just offered
+    assert person.action == "handoff" and person.ticket

@@ -6,6 +6,11 @@ welcome!") or searched and refused; they now get the pack's greeting, which says
 help with and asks the question (a message with a topic the documents clearly answer, "I have a question
 about overdraft fees", is still answered: small talk is searched first, see `Assistant.route`).
 
+In a chat already under way, three more moves get a fixed reply instead of being classified (they were
+thanked, said goodbye to, or answered with the previous answer again): "one more question" asks for it,
+"hold on" is waited for, and "that's wrong" / "that didn't answer my question" gets an apology, a request
+to put it another way and a person offered (`conversation_move`).
+
 "are you a real person?" is answered truthfully, whatever the classifier says: the customer is told they
 are talking to an automated assistant and can ask for a person. Bot-disclosure rules (such as
 California's B.O.T. Act and the EU AI Act's transparency duty) expect that answer to be given plainly.
@@ -45,3 +50,34 @@ def opens_without_question(message: str) -> bool:
     """The message only says a question or a request for help is coming ("can you help me?", "I have a
     quick question", "question about my bill", "what can you do?")."""
     return len(message) <= 120 and bool(_OPENER.match(message))
+
+
+_MORE = re.compile(
+    _FILLER + r"(?:(?:i\s+)?(?:have|got)\s+)?(?:(?:just\s+)?(?:one|1)\s+more|another|a\s+(?:second|follow[-\s]?up|"
+    r"different)|(?:a\s+)?few\s+more|more)\s+(?:question|questions|thing|things|q|qs)(?:\s+(?:for\s+you|please))?"
+    r"[\s?!.:]*$|^\s*(?:ok(?:ay)?\s+)?(?:and\s+)?also[\s?!.:]*$",
+    re.IGNORECASE)
+_WAIT = re.compile(
+    _FILLER + r"(?:hold\s+on|hang\s+on|wait(?:\s+a\s+(?:sec|second|minute|moment))?|one\s+(?:sec|second|moment|"
+    r"minute)|just\s+a\s+(?:sec|second|minute|moment)|give\s+me\s+a\s+(?:sec|second|minute|moment)|brb|be\s+right\s+"
+    r"back)(?:\s+(?:please|pls))?[\s!.]*$",
+    re.IGNORECASE)
+_NOT_HELPFUL = re.compile(
+    _FILLER + r"(?:(?:no[,.!]?\s+)?(?:that(?:'s|s|\s+is)|this(?:'s|\s+is)|it(?:'s|s|\s+is))\s+(?:wrong|not\s+(?:right|"
+    r"correct|true|what\s+i\s+(?:asked|meant|need(?:ed)?))|incorrect|not\s+helpful|unhelpful|useless)|"
+    r"(?:that|this|it|you)\s+(?:didn't|didnt|did\s+not|don't|dont|do\s+not|doesn't|doesnt)\s+(?:answer|help|"
+    r"understand)(?:\s+(?:my\s+question|me|at\s+all|the\s+question))*|(?:you(?:'re|\s+are)\s+)?not\s+"
+    r"(?:helpful|helping)|(?:that's|thats|that\s+is)\s+not\s+(?:it|what\s+i\s+asked)|wrong\s+answer)"
+    r"[\s!.?]*$",
+    re.IGNORECASE)
+
+
+def conversation_move(message: str, history: bool) -> str | None:
+    """After earlier turns: `ask_more` ("one more question"), `wait` ("hold on") or `not_helpful` ("that's
+    wrong", "that didn't answer my question"); None for anything else, and always on a first message."""
+    if not history or len(message) > 80:
+        return None
+    for name, pattern in (("ask_more", _MORE), ("wait", _WAIT), ("not_helpful", _NOT_HELPFUL)):
+        if pattern.match(message):
+            return name
+    return None
