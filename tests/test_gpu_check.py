@@ -58,7 +58,9 @@ def test_the_gpu_check_rehearsed_on_cpu(tmp_path):
 
     payload, out = tmp_path / "payload", tmp_path / "out"
     env = {"PAYLOAD": str(payload), "OUT": str(out), "GPU_PYTHON": sys.executable,
-           "GPU_CHECK_TRAIN_FILE": str(data / "train.jsonl")}
+           "GPU_CHECK_TRAIN_FILE": str(data / "train.jsonl"),
+           # the joined model's conversion (half a GB) goes with the test's folder, not into the user's cache
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
     partial = tmp_path / "partial"
     (partial / "c1").mkdir(parents=True)
     subprocess.run(["cp", "-r", str(source / "c1"), str(partial)], check=True)
