@@ -52,6 +52,8 @@ from assistant.understanding.openers import asks_if_bot, conversation_move, open
 from assistant.understanding.pleasantries import strip_pleasantries
 from assistant.understanding.routing import (
     asks_about,
+    asks_for_action,
+    asks_question,
     leans_on_previous,
     question_parts,
     shorter_readings,
@@ -188,6 +190,11 @@ CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents suppo
 EVIDENCE_MAX_TOKENS = 80
 PART_ITEMS = 3  # evidence sentences kept for each question of a several-question message
 OVERRIDE_SCORE = 0.56  # an "off-topic" message is answered only when its best evidence scores this much
+# a flow or a ticket is started on the classifier's word only when it is more sure than not, or when the
+# message asks for the action or tells the situation it is for: "I just got back from vacation" (lost card,
+# 0.26) or "We just moved to the area" (book an appointment, 0.31) tell something, and get the greeting,
+# which asks what they need
+SCRIPTED_FROM = 0.5
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
 
@@ -419,10 +426,18 @@ class Assistant:
         prediction = self.classify(message, history)
         action = self.action_for(prediction.label)
         offer = None
-        if action in ("flow", "handoff") and asks_about(self.read(message)):
+        unsure = False
+        read = self.read(message)
+        if action in ("flow", "handoff") and asks_about(read):
             action, offer = "answer", prediction.label
+        elif (action in ("flow", "handoff") and prediction.confidence < SCRIPTED_FROM and "greeting" in self.pack.intents
+              and not asks_for_action(read) and not asks_question(read)):
+            # the greeting asks what they need; in a chat under way, "What would you like to know?"
+            prediction = Prediction(label="_ask_more" if history else "greeting", confidence=prediction.confidence,
+                                    top=prediction.top)
+            action, unsure = "smalltalk", True  # searched below: what the documents clearly answer is answered
         probe = None
-        if (action in ("out_of_scope", "smalltalk") and prediction.label not in RULE_REPLIES
+        if (action in ("out_of_scope", "smalltalk") and (prediction.label not in RULE_REPLIES or unsure)
                 and not only_injection(message, self.injection)
                 and len(message.split()) >= 4):
             probe = self._find_evidence(message, history, config, session_id)

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from assistant.compliance.audit import AuditLog
+from assistant.pipeline import RULE_REPLIES
 from tests.conftest import raw_bytes
 
 
@@ -59,6 +60,8 @@ def test_bank_scripted_actions_route_without_the_llm(bank_bot, counted, message,
     ("my husband just collapsd and hes not answering", "medical_emergency"),  # a typo the corrector fixes
     ("my baby is turning blue", "medical_emergency"),
     ("my dad is cltuching his cheest, says its crushing pain", "medical_emergency"),  # rules read the corrected text
+    ("I took a whole bottle of my sleeping pills", "medical_emergency"),  # the classifier split 0.35 / 0.31
+    ("my baby has a fever of 104 and is really floppy", "medical_emergency"),  # the classifier: out of scope
 ])
 def test_emergencies_get_the_fixed_safety_message(hospital_bot, counted, message, intent):
     counter = counted(hospital_bot)
@@ -67,6 +70,28 @@ def test_emergencies_get_the_fixed_safety_message(hospital_bot, counted, message
     assert response.answer == hospital_bot.pack.reply(intent)
     assert hospital_bot.pack.contacts["emergency_number"] in response.answer
     assert counter.calls == 0
+
+
+@pytest.mark.parametrize(("domain", "message", "unsure_of"), [
+    ("bank", "I just got back from vacation.", "lost_stolen_card"),
+    ("hospital", "We just moved to the area last month.", "book_appointment"),
+])
+def test_a_statement_the_classifier_is_unsure_of_starts_no_flow(bank_bot, hospital_bot, domain, message, unsure_of):
+    """A low-confidence flow label on a message that asks nothing and reports nothing gets the greeting (what
+    can I help with?), and in a chat under way "What would you like to know?": no flow, no ticket."""
+    bot = bank_bot if domain == "bank" else hospital_bot
+    prediction = bot.classifier.predict_one(bot.read(message))
+    assert prediction.label == unsure_of and prediction.confidence < 0.5  # what the classifier alone would start
+    response = bot.respond(message)
+    assert (response.intent, response.action, response.ticket) == ("greeting", "smalltalk", None)
+    assert response.answer == bot.pack.reply("greeting")
+    later = bot.respond(message, [("hello", bot.pack.reply("greeting"))])
+    name, default = RULE_REPLIES["_ask_more"]
+    assert later.action == "smalltalk" and later.answer == bot.pack.render_text(bot.pack.replies.get(name, default))
+    # a baby's fever alone asks where to go, and is answered, not met with 911
+    if domain == "hospital":
+        asked = bot.route("my baby is 4 months and has a fever, can i take her to your urgent care or is she too young")
+        assert asked.action == "answer"
 
 
 def test_answer_action_is_generated_grounded_and_scored(bank_bot):

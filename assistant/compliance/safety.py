@@ -28,6 +28,13 @@ EMERGENCY_PATTERNS: dict[str, list[str]] = {
         r"can'?t breathe|cannot breathe|(?:struggling|hard|trouble|difficulty) (?:to )?breath(?:e|ing)|not breathing",
         r"stroke|face (?:is )?drooping|slurred speech|sudden (?:numbness|weakness)",
         r"overdos(?:e|ed|ing)|took too many (?:pills|tablets)|swallowed (?:poison|bleach)",
+        # "I took a whole bottle of my sleeping pills": the classifier was split between crisis and emergency
+        r"(?:took|swallowed|ate|taken)\s+(?:a\s+|the\s+|an\s+)?(?:whole|entire|full)\s+(?:bottle|pack|packet|box|"
+        r"jar|strip)\b",
+        # a baby gone floppy or hard to wake ("my baby has a fever of 104 and is really floppy" was out of scope);
+        # a baby's fever alone asks where to go ("is she too young for urgent care?") and is answered
+        r"(?:baby|infant|newborn)\b[^.!?]{0,60}?\b(?:floppy|limp|won'?t wake|not waking|hard to wake|"
+        r"turning blue|not breathing)",
         r"(?:bleeding|blood) (?:heavily|a lot|won'?t stop|will not stop)|severe bleeding|heavy bleeding",
         r"unconscious|passed out and|won'?t wake up|not responding|seizure|anaphyla\w+|choking",
         # swelling that closes the airway, a collapse, and the blue of too little oxygen
