@@ -76,6 +76,12 @@ def test_details_panel_escapes_and_marks_emergencies():
     assert "ra-emergency" in panel and "<script>" not in panel and "&lt;script&gt;" in panel
 
 
+def test_details_panel_names_a_fixed_reply_rule_in_words(bank_bot):
+    response = bank_bot.respond("are you a real person?")
+    panel = render_details(response)
+    assert "rule: bot disclosure" in panel and "_bot_disclosure" not in panel and "intent:" not in panel
+
+
 def test_app_builds_with_upload_and_feedback_switched_off(bank_bot):
     pool = AssistantPool(bank_bot.config)
     demo = build_demo(pool, UIConfig(upload=False, feedback=False))

@@ -144,7 +144,10 @@ def render_details(response: Response | None, note: str = "", bot: Assistant | N
     badges = []
     if response.action == "emergency":
         badges.append("<span class='ra-badge ra-emergency'>EMERGENCY</span>")
-    if response.intent:
+    if response.intent and response.intent.startswith("_"):  # a fixed-reply rule ("_bot_disclosure"), not the classifier
+        rule = response.intent.strip("_").replace("_", " ")
+        badges.append(f"<span class='ra-badge ra-intent'>rule: {html.escape(rule)}</span>")
+    elif response.intent:
         conf = "" if response.intent_confidence is None else f" · {response.intent_confidence:.0%}"
         badges.append(f"<span class='ra-badge ra-intent'>intent: {html.escape(response.intent)}{conf}</span>")
     if response.action:
