@@ -195,6 +195,11 @@ OVERRIDE_SCORE = 0.56  # an "off-topic" message is answered only when its best e
 # 0.26) or "We just moved to the area" (book an appointment, 0.31) tell something, and get the greeting,
 # which asks what they need
 SCRIPTED_FROM = 0.5
+# the emergency reply on the classifier's word alone (the safety rules come first, at full confidence) needs
+# this much probability on the emergency labels together: below it the hospital classifier also called
+# "someone is using my card" (0.25), "My wife usually handles all of this" (0.15) and a question about a
+# living will (0.20) emergencies, while unusual wordings of real ones scored 0.66 to 0.95
+EMERGENCY_FROM = 0.3
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
 
@@ -430,6 +435,14 @@ class Assistant:
         read = self.read(message)
         if action in ("flow", "handoff") and asks_about(read):
             action, offer = "answer", prediction.label
+        elif action == "emergency" and prediction.confidence < 1.0 and self._emergency_mass(prediction) < EMERGENCY_FROM:
+            # unsure: a question is answered from the documents, a statement gets the greeting (below)
+            if asks_question(read):
+                action = "answer"
+            else:
+                prediction = Prediction(label="_ask_more" if history else "greeting", confidence=prediction.confidence,
+                                        top=prediction.top)
+                action, unsure = "smalltalk", True
         elif (action in ("flow", "handoff") and prediction.confidence < SCRIPTED_FROM and "greeting" in self.pack.intents
               and not asks_for_action(read) and not asks_question(read)):
             # the greeting asks what they need; in a chat under way, "What would you like to know?"
@@ -448,6 +461,11 @@ class Assistant:
             else:
                 probe = None
         return Route(prediction, action, offer, probe)
+
+    def _emergency_mass(self, prediction: Prediction) -> float:
+        """The classifier's probability on the pack's emergency intents together (among its best three)."""
+        return sum(p for label, p in prediction.top
+                   if (spec := self.pack.intents.get(label)) is not None and spec.action == "emergency")
 
     def _scripted(self, message: str, label: str, action: str, session_id: str | None,
                   history: list[tuple[str, str]]) -> Response:

@@ -62,6 +62,7 @@ def test_bank_scripted_actions_route_without_the_llm(bank_bot, counted, message,
     ("my dad is cltuching his cheest, says its crushing pain", "medical_emergency"),  # rules read the corrected text
     ("I took a whole bottle of my sleeping pills", "medical_emergency"),  # the classifier split 0.35 / 0.31
     ("my baby has a fever of 104 and is really floppy", "medical_emergency"),  # the classifier: out of scope
+    ("my grandmother is confused and can't lift her right arm", "medical_emergency"),  # no rule: the classifier
 ])
 def test_emergencies_get_the_fixed_safety_message(hospital_bot, counted, message, intent):
     counter = counted(hospital_bot)
@@ -75,10 +76,12 @@ def test_emergencies_get_the_fixed_safety_message(hospital_bot, counted, message
 @pytest.mark.parametrize(("domain", "message", "unsure_of"), [
     ("bank", "I just got back from vacation.", "lost_stolen_card"),
     ("hospital", "We just moved to the area last month.", "book_appointment"),
+    ("hospital", "someone is using my card", "medical_emergency"),  # 0.25: no 911 reply to a bank matter
 ])
 def test_a_statement_the_classifier_is_unsure_of_starts_no_flow(bank_bot, hospital_bot, domain, message, unsure_of):
-    """A low-confidence flow label on a message that asks nothing and reports nothing gets the greeting (what
-    can I help with?), and in a chat under way "What would you like to know?": no flow, no ticket."""
+    """A low-confidence flow label on a message that asks nothing and reports nothing, or a low emergency
+    probability with no safety rule matched, gets the greeting (what can I help with?), and in a chat under
+    way "What would you like to know?": no flow, no ticket, no 911."""
     bot = bank_bot if domain == "bank" else hospital_bot
     prediction = bot.classifier.predict_one(bot.read(message))
     assert prediction.label == unsure_of and prediction.confidence < 0.5  # what the classifier alone would start
