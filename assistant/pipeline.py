@@ -506,7 +506,11 @@ class Assistant:
         # they come is shown after them, said so, and one with no evidence is said to be unanswered
         found = [self._find_one(part, history, config, session_id) for part in parts]
         if not any(s.evidence and not s.flagged for _, s, _ in found):
-            return whole
+            if (whole[1].evidence and not whole[1].flagged) or not any(s.evidence for _, s, _ in found):
+                return whole
+            # no question answered for sure, but some have their closest evidence: each is shown as that, said
+            # so (as for one such question), rather than the whole message refused
+            return self._closest_parts(message, parts, found)
         pool: list[Hit] = []
         at: dict[str, int] = {}
         evidence: list[Evidence] = []
@@ -528,6 +532,32 @@ class Assistant:
         unanswered = [part for part, (_, s, _) in zip(parts, found, strict=True) if not s.evidence]
         probability = min(s.probability for _, s, _ in found if s.evidence and not s.flagged)
         return message, Selection(evidence, probability, False, unanswered, closest), pool
+
+    @staticmethod
+    def _closest_parts(message: str, parts: list[str],
+                       found: list[tuple[str, Selection, list[Hit]]]) -> tuple[str, Selection, list[Hit]]:
+        """A several-question message none of whose questions the documents answer for sure: the first question
+        with evidence gives the flagged evidence, each later one is shown after it as the closest the documents
+        come, and those with none are said to be unanswered."""
+        pool: list[Hit] = []
+        at: dict[str, int] = {}
+        shown: set[str] = set()
+        chosen: list[tuple[str, list[Evidence]]] = []
+        for part, (_, selection, hits) in zip(parts, found, strict=True):
+            if not selection.evidence:
+                continue
+            for hit in hits:
+                if hit.chunk_id not in at:
+                    at[hit.chunk_id] = len(pool) + 1
+                    pool.append(hit)
+            items = [replace(e, n=at[hits[e.n - 1].chunk_id]) for e in selection.evidence[:PART_ITEMS]
+                     if e.text not in shown]
+            shown |= {e.text for e in items}
+            if items:
+                chosen.append((part, items))
+        unanswered = [part for part, (_, s, _) in zip(parts, found, strict=True) if not s.evidence]
+        probability = min(s.probability for _, s, _ in found if s.evidence)
+        return message, Selection(chosen[0][1], probability, True, unanswered, chosen[1:]), pool
 
     def _find_one(self, message: str, history: list[tuple[str, str]], config: AssistantConfig,
                   session_id: str | None) -> tuple[str, Selection, list[Hit]]:

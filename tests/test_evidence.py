@@ -432,3 +432,16 @@ def test_a_doubtful_question_of_several_is_shown_apart_from_the_answers(hospital
     assert response.answer.index("8:00 a.m. to 8:00 p.m.") < doubtful  # the sure answer first
     assert "under 12" in response.answer[doubtful:]  # ... then the closest the documents come
     assert len(response.sentences) >= len(response.evidence) and all(s["n"] for s in response.evidence)
+
+
+def test_several_questions_none_answered_for_sure_each_get_their_closest_evidence(hospital_bot):
+    """Neither question is answered for sure: each is shown with the closest the documents come, said so,
+    instead of the whole message refused (it was, though each question alone got its evidence)."""
+    message = ("i drive a lifted pickup, will it fit in your parking garage? Also, whats the wifi network called? "
+               "need to get my laptop online while im sitting with my mom")
+    response = hospital_bot.respond(message)
+    assert response.action == "answer" and response.caveat and not response.refused
+    assert response.answer.startswith(hospital_bot.not_exact_reply())
+    later = response.answer.index("For “whats the wifi network called?")
+    assert "6 feet 8 inches" in response.answer[:later] and "StBrigids-Guest" in response.answer[later:]
+    assert {s["status"] for s in response.sentences} == {"quoted"}  # nothing generated from doubtful evidence
