@@ -54,6 +54,9 @@ def test_asked_kinds():
         assert any(k.search(fact) for k in times), fact  # "p.m." written with its dots, however it is followed
     assert not any(k.search("I am 9 and a half") for k in times)
     assert any(k.search("at least 3 business days before") for k in asked_kinds("how far ahead do i have to ask"))
+    rates = asked_kinds("is there any interest on the payment plan?")  # "no interest" answers it, as "free" a price
+    for fact in ("payment plans with no interest, no fees", "an interest-free payment plan", "Variable rate: 7.24% APR"):
+        assert any(k.search(fact) for k in rates), fact
     addresses = asked_kinds("What is the address of the Millbrook Riverside branch?")
     for fact in ("Millbrook Riverside: 1450 River Road, Millbrook, CT 06110", "to P.O. Box 4410, Riverton, OH"):
         assert any(k.search(fact) for k in addresses), fact

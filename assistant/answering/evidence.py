@@ -86,7 +86,8 @@ class Evidence:
 
 # what a question asks for -> the pattern of a unit that holds such a fact
 _AMOUNT = re.compile(r"\$\s?\d|\b\d[\d,.]*\s*(?:dollars?|usd|cents?)\b|\bfree\b|\bno (?:fee|charge|cost)\b", re.I)
-_PERCENT = re.compile(r"\d\s?%|\bpercent\b|\bAPY\b|\bAPR\b", re.I)
+# "no interest" and "interest-free" answer a rate question, as "free" answers a price question
+_PERCENT = re.compile(r"\d\s?%|\bpercent\b|\bAPY\b|\bAPR\b|\b(?:no|zero|without)\s+interest\b|\binterest[- ]free\b", re.I)
 _TIME = re.compile(r"\b\d{1,2}(?::\d\d)?\s?(?:a\.m\.|p\.m\.|(?:am|pm)\b)|\b24 hours\b|\b24/7\b|\bnoon\b|\bmidnight\b", re.I)
 _DURATION = re.compile(r"\b\d+(?:\s?(?:to|-|–)\s?\d+)?(?:\s+|-)(?:business\s+|calendar\s+|pay\s+|billing\s+)?"
                        r"(?:minutes?|hours?|days?|weeks?|months?|years?|cycles?)\b", re.I)  # "10-day", "1 to 2 pay cycles"
