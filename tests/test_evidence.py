@@ -54,6 +54,11 @@ def test_asked_kinds():
         assert any(k.search(fact) for k in times), fact  # "p.m." written with its dots, however it is followed
     assert not any(k.search("I am 9 and a half") for k in times)
     assert any(k.search("at least 3 business days before") for k in asked_kinds("how far ahead do i have to ask"))
+    dates = asked_kinds("visiting in january, do i need a mask?")  # a month or a holiday asks for a date
+    for fact in ("During respiratory virus season, December 1 to March 31, masks are required",
+                 "Closed on New Year's Day, Thanksgiving Day and Christmas Day."):
+        assert any(k.search(fact) for k in dates), fact
+    assert not any(k.search("You may bring one guest.") for k in dates)
     rates = asked_kinds("is there any interest on the payment plan?")  # "no interest" answers it, as "free" a price
     for fact in ("payment plans with no interest, no fees", "an interest-free payment plan", "Variable rate: 7.24% APR"):
         assert any(k.search(fact) for k in rates), fact

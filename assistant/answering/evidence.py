@@ -97,6 +97,10 @@ _IDENT = re.compile(r"\d{3,}|@|\bwww\.|\b[A-Z]{4,}\d*\b|\b(?:floor|building|stre
 _ADDRESS = re.compile(r"\b\d{1,6}\s+(?:[A-Z][\w.'-]*\s+){1,4}(?:Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Drive|Dr\.?|"
                       r"Boulevard|Blvd\.?|Lane|Ln\.?|Way|Parkway|Pkwy\.?|Place|Court|Ct\.?|Highway|Hwy\.?)(?!\w)|"
                       r"\bP\.?\s?O\.?\s+Box\s+\d+|@\w")
+_MONTHS = r"(?:january|february|march|april|may|june|july|august|september|october|november|december)"
+# a date ("December 1 to March 31", "on Christmas Day") for a question set in a month or on a holiday
+_DATE = re.compile(r"\b" + _MONTHS + r"\s+\d{1,2}\b|\b(?:new year's|thanksgiving|christmas|independence|memorial|"
+                   r"labor|veterans|juneteenth|martin luther king)(?:\s+day|\s+eve)?\b|\bholidays?\b", re.I)
 _ASKS = [
     (re.compile(r"\b(?:how much|fee|fees|cost|costs|charge[sd]?|price|pay|owe|minimum|maximum|limit|"
                 r"afford|expensive|cheap)\b", re.I), _AMOUNT),
@@ -113,6 +117,9 @@ _ASKS = [
     (re.compile(r"(?<!e-mail )(?<!email )(?<!\bmy )(?<!\bour )(?<!\bnew )(?<!\bold )(?<!\bhome )"
                 r"(?<!\bmy mailing )\baddress\b", re.I), _ADDRESS),
     (re.compile(r"\b(?:number|code|e-?mail|website|fax|where|which floor|located)\b", re.I), _IDENT),
+    (re.compile(r"\b(?:january|february|march|april|june|july|august|september|october|november|december|"
+                r"holidays?|thanksgiving|christmas|new year'?s?|july 4th|fourth of july|memorial day|labor day)\b",
+                re.I), _DATE),
 ]
 
 
