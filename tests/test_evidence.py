@@ -453,3 +453,18 @@ def test_several_questions_none_answered_for_sure_each_get_their_closest_evidenc
     later = response.answer.index("For “whats the wifi network called?")
     assert "6 feet 8 inches" in response.answer[:later] and "StBrigids-Guest" in response.answer[later:]
     assert {s["status"] for s in response.sentences} == {"quoted"}  # nothing generated from doubtful evidence
+
+
+def test_a_rare_question_word_the_evidence_lacks_brings_the_sentence_that_holds_it(hospital_bot):
+    """The Nurse Advice Line and 911 scored above the Rapid Response line for a patient getting worse on a
+    ward; "worse", among the index's rarest words and in none of them, brings the sentence that holds it."""
+    question = ("my husband is getting worse in his room and the nurses arent coming, is there some emergency "
+                "number inside the hospital")
+    query, found, pool = hospital_bot._find_evidence(question, [], hospital_bot.config)
+    texts = [e.text for e in found.evidence]
+    assert any("7777" in t for t in texts), texts
+    assert len(texts) <= hospital_bot.selector.weights.max_items and not found.flagged
+    # a rare word the chosen sentences already hold brings nothing more
+    ranked = hospital_bot.selector.score(question, pool)
+    rapid = [row for row in ranked if "7777" in row[2]]
+    assert hospital_bot.selector._with_named(question, rapid, ranked, pool) == rapid
