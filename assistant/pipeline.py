@@ -188,7 +188,8 @@ def ensure_index(pack: DomainPack, embedder: Embedder, index_dir, *, progress: b
 CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents support every detail. "
           "Ask me to connect you with a person if you need certainty._")
 EVIDENCE_MAX_TOKENS = 80
-PART_ITEMS = 3  # evidence sentences kept for each question of a several-question message
+PART_ITEMS = 4  # evidence sentences kept for each question of a several-question message: as many as for the
+# question alone (with 3, fit/ hospital pairs both stated 68 %, with 4 76 %; bank unchanged)
 OVERRIDE_SCORE = 0.56  # an "off-topic" message is answered only when its best evidence scores this much
 # a flow or a ticket is started on the classifier's word only when it is more sure than not, or when the
 # message asks for the action or tells the situation it is for: "I just got back from vacation" (lost card,
