@@ -425,8 +425,9 @@ class Assistant:
     def route(self, message: str, history: list[tuple[str, str]] | None = None,
               config: AssistantConfig | None = None, session_id: str | None = None) -> Route:
         """What to do with a message: the classifier's intent, then the routing rules (assistant/understanding/routing.py):
-        a question about a flow's or a handoff's topic is answered (the flow offered beside it), and a
-        message called off-topic or small talk is answered when the documents clearly answer it."""
+        a question about a flow's or a handoff's topic is answered (the flow offered beside it); an unsure guess
+        (SCRIPTED_FROM, EMERGENCY_FROM) starts no flow, ticket or emergency reply; and a message called off-topic
+        or small talk is answered when the documents clearly answer it."""
         config = config or self.config
         history = history or []
         prediction = self.classify(message, history)
@@ -437,19 +438,13 @@ class Assistant:
         if action in ("flow", "handoff") and asks_about(read):
             action, offer = "answer", prediction.label
         elif action == "emergency" and prediction.confidence < 1.0 and self._emergency_mass(prediction) < EMERGENCY_FROM:
-            # unsure: a question is answered from the documents, a statement gets the greeting (below)
-            if asks_question(read):
+            if asks_question(read):  # an unsure emergency label on a question: answered from the documents
                 action = "answer"
             else:
-                prediction = Prediction(label="_ask_more" if history else "greeting", confidence=prediction.confidence,
-                                        top=prediction.top)
-                action, unsure = "smalltalk", True
-        elif (action in ("flow", "handoff") and prediction.confidence < SCRIPTED_FROM and "greeting" in self.pack.intents
+                prediction, action, unsure = self._asks_what_they_need(prediction, history), "smalltalk", True
+        elif (action in ("flow", "handoff") and prediction.confidence < SCRIPTED_FROM
               and not asks_for_action(read) and not asks_question(read)):
-            # the greeting asks what they need; in a chat under way, "What would you like to know?"
-            prediction = Prediction(label="_ask_more" if history else "greeting", confidence=prediction.confidence,
-                                    top=prediction.top)
-            action, unsure = "smalltalk", True  # searched below: what the documents clearly answer is answered
+            prediction, action, unsure = self._asks_what_they_need(prediction, history), "smalltalk", True
         probe = None
         if (action in ("out_of_scope", "smalltalk") and (prediction.label not in RULE_REPLIES or unsure)
                 and not only_injection(message, self.injection)
@@ -462,6 +457,13 @@ class Assistant:
             else:
                 probe = None
         return Route(prediction, action, offer, probe)
+
+    def _asks_what_they_need(self, prediction: Prediction, history: list[tuple[str, str]]) -> Prediction:
+        """In place of an unsure guess on a statement: the greeting, which says what the assistant can help with
+        and asks what they need, or in a chat under way (or a pack without a greeting) "What would you like to
+        know?". `route` still searches the documents first: what they clearly answer is answered."""
+        label = "greeting" if not history and "greeting" in self.pack.intents else "_ask_more"
+        return Prediction(label=label, confidence=prediction.confidence, top=prediction.top)
 
     def _emergency_mass(self, prediction: Prediction) -> float:
         """The classifier's probability on the pack's emergency intents together (among its best three)."""
