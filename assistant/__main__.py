@@ -22,6 +22,7 @@ from assistant.compliance.audit import POSTGRES_SCHEMES
 from assistant.config import (
     ANSWER_MODES,
     BACKENDS,
+    CAUTION,
     GGUF_QUANTS,
     INTENT_MODES,
     SEARCH_MODES,
@@ -72,6 +73,11 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
                         "verified, and the quote follows; quote: the document sentences only, no LLM; "
                         "generative: the LLM reads whole passages (the old path, for strong served models); "
                         "default: evidence")
+    p.add_argument("--caution", default=None, choices=CAUTION,
+                   help="how sure the evidence must be to be given as the answer rather than as the closest the "
+                        "documents come, with a caveat: relaxed, standard (default), cautious or strict; stricter "
+                        "catches more questions the documents do not answer and puts a caveat on more correct "
+                        "answers (README, 'How cautious'); or $RA_CAUTION")
     p.add_argument("--pool-k", type=int, default=None,
                    help=f"passages retrieved for evidence selection (default: {defaults['pool_k'].default})")
     p.add_argument("--pool-min-score", type=float, default=None, help="evidence pool: passages below this "

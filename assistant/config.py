@@ -25,6 +25,7 @@ ANSWER_MODES = ("evidence", "quote", "generative")
 BACKENDS = ("auto", "transformers", "llama-cpp", "openai")
 GGUF_QUANTS = ("auto", "as-is", "q8_0", "q4_0")
 SEARCH_MODES = MODES
+CAUTION = ("relaxed", "standard", "cautious", "strict")  # assistant/answering/evidence.py CAUTION_LEVELS
 INTENT_MODES = ("finetune", "linear")  # how a pack's intent classifier is trained (assistant/understanding/intents)
 
 
@@ -33,7 +34,7 @@ ENVIRONMENT = {
     "domain": "RA_DOMAIN", "model": "RA_MODEL", "embedder": "RA_EMBEDDER", "adapter": "RA_ADAPTER",
     "device": "RA_DEVICE", "data_dir": "RA_DATA_DIR", "backend": "RA_BACKEND", "base_url": "RA_OPENAI_BASE_URL",
     "gguf_quant": "RA_GGUF_QUANT", "grounding": "RA_GROUNDING", "answer_mode": "RA_ANSWER_MODE",
-    "audit_url": "RA_AUDIT_URL", "intent_mode": "RA_INTENT_MODE", "spelling": "RA_SPELLING",
+    "audit_url": "RA_AUDIT_URL", "intent_mode": "RA_INTENT_MODE", "spelling": "RA_SPELLING", "caution": "RA_CAUTION",
 }
 SETTINGS_ENV = "RA_SETTINGS"  # a settings file, when --settings is not given
 
@@ -70,6 +71,10 @@ class AssistantConfig:
     answer_mode: str = "evidence"  # evidence (default), quote (no LLM) or generative (the LLM reads whole passages)
     pool_k: int = 12  # passages retrieved for evidence selection (the model reads only the evidence)
     pool_min_score: float = 0.20  # cosine floor for the evidence pool (evidence selection then decides)
+    # how sure the evidence must be to be shown as the answer, not as "the closest the documents come" (evidence
+    # and quote modes): relaxed, standard (the fitted default), cautious or strict; stricter levels flag more of
+    # the near-misses (a product or a fee the documents do not list) and put a caveat on more correct answers
+    caution: str = "standard"
     # the audit log in PostgreSQL (postgresql://user@host:port/db, the `postgres` extra); None: SQLite at audit_path
     audit_url: str | None = None
     # the pack's intent classifier, trained on first use and cached: finetune (the encoder tuned on the pack's
@@ -90,6 +95,8 @@ class AssistantConfig:
             raise SettingError(f"--gguf-quant must be one of {', '.join(GGUF_QUANTS)} (got {self.gguf_quant})")
         if self.answer_mode not in ANSWER_MODES:
             raise SettingError(f"--answer-mode must be one of {', '.join(ANSWER_MODES)} (got {self.answer_mode})")
+        if self.caution not in CAUTION:
+            raise SettingError(f"--caution must be one of {', '.join(CAUTION)} (got {self.caution})")
         if self.intent_mode not in INTENT_MODES:
             raise SettingError(f"--intent-mode must be one of {', '.join(INTENT_MODES)} (got {self.intent_mode})")
         if not -1.0 <= self.pool_min_score <= 1.0:

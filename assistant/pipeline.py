@@ -27,7 +27,7 @@ from pathlib import Path
 
 from assistant.answering.cite import attribute
 from assistant.answering.compose import compose, quote
-from assistant.answering.evidence import Evidence, EvidenceSelector, Selection
+from assistant.answering.evidence import CAUTION_LEVELS, Evidence, EvidenceSelector, Selection
 from assistant.answering.grounding import Grounding, GroundingChecker
 from assistant.answering.prompt import build_evidence_messages, build_messages
 from assistant.answering.verify import SentenceCheck, Verifier, strip_labels
@@ -597,7 +597,8 @@ class Assistant:
         pools = [self.injection.clean(pool, self.searcher.store) for pool in pools]
         best: tuple[float, str, Selection, list[Hit]] | None = None
         for query, pool in zip(queries, pools, strict=True):
-            found = self.selector.assess(query, pool, asks) if pool else Selection([], 0.0, False)
+            found = (self.selector.assess(query, pool, asks, flag_below=CAUTION_LEVELS[config.caution]) if pool
+                     else Selection([], 0.0, False))
             score = found.evidence[0].score if found.evidence else -1.0
             if best is None or score > best[0]:
                 best = (score, query, found, pool)
@@ -611,7 +612,8 @@ class Assistant:
         if self.config.answer_mode == "generative":
             high, low = self.checker.weights.caveat_below, self.checker.weights.refuse_below
         else:
-            high, low = self.selector.weights.flag_prob, self.selector.weights.answerable_prob
+            high = CAUTION_LEVELS[self.config.caution] or self.selector.weights.flag_prob
+            low = self.selector.weights.answerable_prob
         return "high" if confidence >= high else "medium" if confidence >= low else "low"
 
     def not_exact_reply(self) -> str:

@@ -367,6 +367,40 @@ def test_a_place_the_evidence_does_not_name_is_only_the_closest_match(hospital_b
     assert not pharmacy.caveat and "9:00 a.m. to 5:00 p.m." in pharmacy.answer
 
 
+def test_caution_moves_only_the_flag_threshold(bank_bot):
+    """A stricter setting shows more evidence as "the closest the documents come", never less, and changes
+    nothing else: the same evidence, the same probability. Customer-phrased fit/ questions, answerable and not."""
+    from dataclasses import replace
+
+    from assistant.answering.evidence import CAUTION_LEVELS
+
+    questions = ["whats the rate on a 48 month cd",  # the FAQ lists 6 to 60 months, not 48
+                 "is there a fee if my savings account sits inactive for a year",
+                 "how much does it cost to order a new box of checks",
+                 "need someone who does sign language for my mortgage meeting at the branch next week, how far "
+                 "ahead do i have to ask for that?",
+                 "what's the daily limit for taking cash out at an atm with my debit card"]
+    flagged: dict[str, list[bool]] = {}
+    found: dict[str, list] = {}
+    for level in ("relaxed", "standard", "cautious", "strict"):
+        config = replace(bank_bot.config, caution=level, answer_mode="quote")
+        for q in questions:
+            _, selection, _ = bank_bot._find_evidence(q, [], config)
+            flagged.setdefault(q, []).append(selection.flagged)
+            found.setdefault(q, []).append(([e.text for e in selection.evidence], round(selection.probability, 6)))
+            threshold = CAUTION_LEVELS[level] or bank_bot.selector.weights.flag_prob
+            if selection.evidence and selection.probability < threshold:
+                assert selection.flagged, (level, q)
+    for q in questions:
+        assert len(set(map(str, found[q]))) == 1, q  # the evidence and its probability do not depend on caution
+        assert flagged[q] == sorted(flagged[q]), (q, flagged[q])  # once flagged, flagged at every stricter level
+    counts = [sum(f[i] for f in flagged.values()) for i in range(4)]
+    assert counts[3] > counts[1], counts  # strict catches near-misses that standard lets through
+    assert not flagged[questions[-1]][1]  # a plainly answered question is not flagged at the default
+    response = bank_bot.respond(questions[0], caution="strict", answer_mode="quote")  # a per-call setting
+    assert response.caveat and "closest" in response.answer.lower(), response.answer
+
+
 def test_confidence_bands_follow_the_active_weights(bank_bot):
     w = bank_bot.selector.weights  # the UI's badge colours come from these, not from numbers of its own
     assert bank_bot.confidence_level(w.flag_prob) == "high"

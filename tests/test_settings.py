@@ -36,6 +36,10 @@ def test_bad_settings_are_user_errors(tmp_path):
     assert AssistantConfig.load(env={}).intent_mode == "finetune"
     assert AssistantConfig.load(env={"RA_INTENT_MODE": "linear"}).intent_mode == "linear"
     assert AssistantConfig.load(env={}).spelling is True
+    assert AssistantConfig.load(env={}).caution == "standard"
+    assert AssistantConfig.load(env={"RA_CAUTION": "strict"}).caution == "strict"
+    with pytest.raises(SettingError, match="--caution must be one of relaxed, standard, cautious, strict"):
+        AssistantConfig.load(env={"RA_CAUTION": "paranoid"})
     assert AssistantConfig.load(env={"RA_SPELLING": "off"}).spelling is False
     with pytest.raises(SettingError, match="RA_SPELLING='maybe': spelling takes 1/0"):
         AssistantConfig.load(env={"RA_SPELLING": "maybe"})

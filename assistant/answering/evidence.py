@@ -64,6 +64,18 @@ class EvidenceWeights:
     named_share: float = 0.9
 
 
+# How sure the selector must be before evidence is shown as the answer rather than as "the closest the documents
+# come" (the `caution` setting): the flag threshold on the answerable probability. Measured on both packs'
+# customer-phrased fit/ sets (bank / hospital, quote mode; README, "How cautious"): answerable questions flagged,
+# then near-misses refused or flagged.
+CAUTION_LEVELS: dict[str, float | None] = {
+    "relaxed": 0.45,  # 6 / 10 % flagged; near-misses 48 / 60 %
+    "standard": None,  # the fitted `flag_prob` (0.5346): 18 / 16 %; 52 / 80 %
+    "cautious": 0.60,  # 28 / 34 %; 68 / 92 %
+    "strict": 0.66,  # 42 / 48 %; 88 / 92 %
+}
+
+
 ANSWERABLE_FEATURES = ("top score", "gap to the second unit", "top unit lexical", "top unit cosine",
                        "best passage cosine", "question words (known to the index) in the top passage",
                        "question words unknown to the index", "asked kind of fact present (1) / absent (-1)")
@@ -349,9 +361,11 @@ class EvidenceSelector:
         """The evidence of `assess` (flagged or not); empty when the question counts as unanswered."""
         return self.assess(question, hits).evidence
 
-    def assess(self, question: str, hits: list[Hit], asks: str | None = None) -> Selection:
+    def assess(self, question: str, hits: list[Hit], asks: str | None = None,
+               flag_below: float | None = None) -> Selection:
         """The 1-`max_items` units that answer the question, best first, with the probability that they do;
-        no evidence when none scores enough, `flagged` when they may not answer exactly this question.
+        no evidence when none scores enough, `flagged` when they may not answer exactly this question (its
+        probability below `flag_below`, default the weights' `flag_prob`: see CAUTION_LEVELS).
 
         `Evidence.n` is the index of the unit's passage in `hits` plus one (renumber after choosing sources)."""
         ranked = self.score(question, hits, asks)
@@ -389,7 +403,8 @@ class EvidenceSelector:
         # answer given with confidence: when the best sentence is not about the place the question names, it
         # is shown only as the closest the documents come
         elsewhere = bool(places_missing(asks or question, evidence[0]))
-        return Selection(evidence, prob, prob < w.flag_prob or elsewhere)
+        flag_below = w.flag_prob if flag_below is None else flag_below
+        return Selection(evidence, prob, prob < flag_below or elsewhere)
 
 
 _PLACE = re.compile(r"\b(?:clinic|lab|laboratory|unit|center|centre|department|office|suite|pharmacy|branch|desk|"

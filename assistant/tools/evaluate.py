@@ -205,6 +205,7 @@ class DevReport:
 
     domain: str
     answer_mode: str
+    caution: str  # how sure evidence must be to be given as the answer (AssistantConfig.caution)
     typos: int  # slips of the keyboard put into each message (0: as written)
     questions: int
     style: str  # how each message was typed (index/noisy.py STYLES): as written, without punctuation, greeted
@@ -240,7 +241,8 @@ class DevReport:
         rows = [
             ("answerable questions", f"{self.questions}" + (f" (each message with {self.typos} typos)"
                                                             if self.typos else "")
-             + (f" (typed: {self.style})" if self.style != "as-written" else "")),
+             + (f" (typed: {self.style})" if self.style != "as-written" else "")
+             + (f" (caution: {self.caution})" if self.caution != "standard" else "")),
             ("the answer states the fact", f"{self.stated:.0%}"),
             ("confidently wrong", f"{self.confidently_wrong:.0%}"),
             ("caveat / refused (answerable)", f"{self.caveat:.0%} / {self.refused:.0%}"),
@@ -362,7 +364,7 @@ def evaluate_dev(bot: Assistant, limit: int | None = None, progress: bool = True
             caught += route.action == "emergency"
     n, u, i = max(len(answerable), 1), max(len(unanswerable), 1), max(len(intents), 1)
     return DevReport(
-        domain=bot.pack.name, answer_mode=config.answer_mode, typos=typos, style=style, questions=len(answerable),
+        domain=bot.pack.name, answer_mode=config.answer_mode, caution=config.caution, typos=typos, style=style, questions=len(answerable),
         stated=c["stated"] / n,
         confidently_wrong=c["wrong"] / n, caveat=c["caveat"] / n, refused=c["refused"] / n,
         source_in_top2=c["top2"] / n, source_in_pool=c["pool"] / n, fact_in_pool=c["fact_pool"] / n,
