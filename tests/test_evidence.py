@@ -252,6 +252,22 @@ def test_a_need_inside_a_what_question_asks_about_the_process(bank_bot):
     assert wanted.action == "flow"
 
 
+def test_saying_what_you_mean_to_do_beside_a_question_asks_the_question(hospital_bot):
+    """"I'd like to <verb>" is a request only for what a flow or a person does (file, report, talk, book...) or
+    a thing ("I need a new card"); with another verb beside a question it says what the user means to do."""
+    filming = ("I'd like to film my moms doctor explaining her treatment on my phone so I can show my brother. "
+               "is that ok")
+    assert asks_about(filming)
+    assert asks_about("Which government agency supervises Northbridge? I'd like to go over your heads about this.")
+    assert asks_about("i want to go to the ER, where do i park?")
+    for wanted in ("I want to file a complaint, how long will it take?", "i need a new card, how long does it take",
+                   "i need to see a doctor today, when are you open", "I want to close my account",
+                   "i wanna complain about my bill. who do i call"):
+        assert not asks_about(wanted), wanted
+    response = hospital_bot.respond(filming)
+    assert response.action == "answer" and response.ticket is None  # a complaint ticket was opened before
+
+
 def test_a_question_typed_without_punctuation_is_still_a_question(bank_bot):
     """Customers often type no commas or question marks: the question inside is found by its word order."""
     assert asks_about("left my wallet in an uber and my card is gone its 2am who do i even call right now")

@@ -84,11 +84,36 @@ def _clauses(message: str) -> list[str]:
     return [clause for clause in clauses if clause.strip()]
 
 
+# "I'd like to / I want to / I need to" + a word: a request for what a flow or a person does only with one of
+# these verbs, or for a thing ("I need a new card"); with another verb beside a question ("I'd like to film my
+# mom's doctor... is that ok?", "Which agency supervises you? I'd like to go over your heads") the user says
+# what they mean to do, and the question is what to answer
+_WANT = re.compile(r"(?:i\s*(?:'d| would)\s+like\s+to|i\s+(?:want|wanna|need)(?:\s+to)?|i\s+wish\s+to)\s+([a-z]+)",
+                   re.IGNORECASE)
+_ASKS_TO = frozenset(
+    "file make lodge submit raise report complain dispute escalate talk speak chat connect cancel close freeze "
+    "block lock unblock replace order update change reset correct fix open start book schedule reschedule "
+    "request get see reach contact stop remove add transfer".split()
+    + "a an the my our some another new someone somebody".split())
+
+
+def _requests(clause: str, asks: bool) -> bool:
+    """The clause asks us to act: an explicit request, or "I want to <an action verb>"; when the message also
+    asks a question (`asks`), "I'd like to <another verb>" only says what the user means to do."""
+    for match in _REQUEST.finditer(clause):
+        want = _WANT.match(clause, match.start())
+        if not asks or want is None or want.group(1).lower() in _ASKS_TO:
+            return True
+    return False
+
+
 def requests_action(message: str) -> bool:
     """Some clause asks us to do something ("I want to file a complaint", "can you freeze my card"); a need
     inside a what/how question ("what paperwork do I need to bring") asks about the process instead."""
-    return any(_REQUEST.search(clause) and not _WH_QUESTION.match(clause) and not _indirect(clause)
-               for clause in _clauses(message))
+    clauses = _clauses(message)
+    asks = any(_QUESTION.match(clause) or _indirect(clause) for clause in clauses)
+    return any(_requests(clause, asks) and not _WH_QUESTION.match(clause) and not _indirect(clause)
+               for clause in clauses)
 
 
 def _indirect(clause: str) -> bool:
