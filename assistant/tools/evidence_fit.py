@@ -151,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     from assistant.pipeline import Assistant
     from index.embed import resolve_embedder
 
-    args.split = args.split or ["eval", "fit"]
+    args.split = args.split or ["eval", "fit", "fit2"]
     if {"dev", "dev2"} & set(args.split):
         raise SettingError("dev/ and dev2/ are the reporting sets: fitting on them would flatter every number")
     embedder = resolve_embedder("bundled")
@@ -171,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
                 x, y = collect_features(bot, split)
                 xs.append(x)
                 ys.append(y)
-                customer.append(np.full(len(y), split == "fit"))
+                customer.append(np.full(len(y), split in ("fit", "fit2")))
         calibrate = np.concatenate(customer)
         result = fit_answerable(np.concatenate(xs), np.concatenate(ys), args.max_refused, args.max_flagged,
                                 calibrate if calibrate.any() else None, args.floor)
