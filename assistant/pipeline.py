@@ -567,7 +567,7 @@ class Assistant:
         """`_find_evidence` for one question, already read. A question told after sentences of context ("we just
         moved here. is there a fee for ...?") is also searched without them (assistant/understanding/routing.py
         `shorter_readings`), and with the earlier topic when it is a follow-up; the strongest evidence decides."""
-        readings = [message, *shorter_readings(message)]
+        readings = [message, *shorter_readings(message, points_back=bool(history))]
         # "how much notice do you need" needs what was said before it: searched alone only after earlier turns
         queries = [r for r in readings if r == message or not leans_on_previous(r)]
         if history:

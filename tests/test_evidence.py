@@ -456,6 +456,15 @@ def test_a_question_after_statements_is_also_read_without_them():
     assert shorter_readings("how much is a wire? we need it today.") == []  # opens with its question
     assert shorter_readings("My wife usually does this. thanks") == []  # asks nothing
     assert shorter_readings("Sorry. is it?") == []  # too short to search alone
+    # a question that points back at the statement is not read without it
+    assert shorter_readings("my husbands insurance through his new job is Pinnacle Direct HMO. can i still see my "
+                            "doctors at st brigids with that") == []
+
+
+def test_a_question_that_points_back_keeps_its_statement(hospital_bot):
+    response = hospital_bot.respond("my husbands insurance through his new job is Pinnacle Direct HMO. can i still "
+                                    "see my doctors at st brigids with that", answer_mode="quote")
+    assert "out of network" in response.answer, response.answer  # not the privacy notice's "treatment" sentence
 
 
 def test_a_sentence_of_context_does_not_hide_a_followup(bank_bot):

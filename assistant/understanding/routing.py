@@ -161,17 +161,24 @@ def leans_on_previous(part: str) -> bool:
 
 
 _SENTENCE_END = re.compile(r"(?<=[?!.])\s+")
+# "...with that", "for it", "that one": the question points back at what was told before it
+_POINTS_BACK = re.compile(r"\b(?:with|for|about|on|of|in|under|through|from|by|to)\s+(?:that|it|this|them|those|these)\b"
+                          r"(?!\s+(?:is|are|was|were|will|would|does|do|did|can|could|should|has|have)\b)|\bthat\s+one\b",
+                          re.IGNORECASE)
 
 
-def shorter_readings(message: str) -> list[str]:
+def shorter_readings(message: str, points_back: bool = False) -> list[str]:
     """The message without the statements told before its question, one more dropped each time ("We just moved
     here. i reported a charge on monday. when will i hear back?" -> "i reported a charge on monday. when will i
-    hear back?", "when will i hear back?"); none when it opens with its question or asks none. A statement may
-    hold the topic, so these are searched beside the whole message, never instead of it."""
+    hear back?", "when will i hear back?"); none when it opens with its question or asks none, or for a question
+    that points back at a statement ("my new plan is Pinnacle Direct HMO. can i still see my doctors with that"),
+    unless `points_back` (after earlier turns, what it points at may be their topic). A statement may hold the
+    topic, so these are searched beside the whole message, never instead of it."""
     sentences = [s for s in _SENTENCE_END.split(message[:2000].strip()) if s]
     first = next((n for n, sentence in enumerate(sentences) if asks_question(sentence)), 0)
     readings = [" ".join(sentences[n:]) for n in range(1, first + 1)]
-    return [r for r in readings if len(re.findall(r"\w+", r)) >= MIN_PART_WORDS]
+    return [r for r in readings if len(re.findall(r"\w+", r)) >= MIN_PART_WORDS
+            and (points_back or not _POINTS_BACK.search(r))]
 
 
 def question_parts(message: str) -> list[str]:
