@@ -11,6 +11,7 @@ from assistant.answering.evidence import (
     Evidence,
     EvidenceSelector,
     asked_kinds,
+    channel_missing,
     places_missing,
     terms,
     units,
@@ -415,6 +416,22 @@ def test_caution_moves_only_the_flag_threshold(bank_bot):
     assert not flagged[questions[-1]][1]  # a plainly answered question is not flagged at the default
     response = bank_bot.respond(questions[0], caution="strict", answer_mode="quote")  # a per-call setting
     assert response.caveat and "closest" in response.answer.lower(), response.answer
+
+
+def test_a_fax_or_email_asked_for_must_be_in_the_evidence(hospital_bot):
+    phone = Evidence(n=1, text="Call the Billing Office at 1-800-555-0192, Monday to Friday 8:00 a.m. to 5:00 p.m.",
+                     source="billing.html", title="Billing", section="Questions about your bill", score=0.7)
+    fax = Evidence(n=2, text="Fax: 1-800-555-0194.", source="records.md", title="Records", section="Requests",
+                   score=0.6)
+    assert channel_missing("what's the fax number for the billing office", [phone])
+    assert not channel_missing("what's the fax number for medical records", [phone, fax])
+    assert channel_missing("is there an email for the billing office I can write to instead of calling", [phone])
+    assert not channel_missing("what number do i call about my bill", [phone])  # a phone number asked: it is there
+    response = hospital_bot.respond("is there an email for the billing office I can write to instead of calling",
+                                    answer_mode="quote")
+    assert response.caveat or response.refused, response.answer  # the phone number is only the closest answer
+    records = hospital_bot.respond("whats the fax number to send in the records release form", answer_mode="quote")
+    assert "1-800-555-0194" in records.answer and not records.caveat
 
 
 def test_confidence_bands_follow_the_active_weights(bank_bot):

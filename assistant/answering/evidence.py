@@ -402,7 +402,7 @@ class EvidenceSelector:
         # the hours of "the physical therapy clinic" answered with another clinic's hours would be a wrong
         # answer given with confidence: when the best sentence is not about the place the question names, it
         # is shown only as the closest the documents come
-        elsewhere = bool(places_missing(asks or question, evidence[0]))
+        elsewhere = bool(places_missing(asks or question, evidence[0])) or channel_missing(asks or question, evidence)
         flag_below = w.flag_prob if flag_below is None else flag_below
         return Selection(evidence, prob, prob < flag_below or elsewhere)
 
@@ -429,6 +429,18 @@ def places_missing(question: str, evidence: Evidence) -> list[str]:
         return []
     held = set(terms(f"{evidence.title} {evidence.section} {evidence.text}"))
     return [w for w in names if not set(terms(w)) <= held]
+
+
+# a way of reaching someone the question asks for by name, and what a sentence holding one reads like: asked
+# for the billing office's fax number, its phone number is not the answer
+_CHANNELS = ((re.compile(r"\bfax(?:es|ed|ing)?\b", re.I), re.compile(r"\bfax\b", re.I)),
+             (re.compile(r"\be-?mails?\b", re.I), re.compile(r"@|\be-?mail\b", re.I)))
+
+
+def channel_missing(question: str, evidence: list[Evidence]) -> bool:
+    """The question asks for a fax or an email and no evidence sentence (with its headings) holds one."""
+    texts = [f"{e.title} {e.section} {e.text}" for e in evidence]
+    return any(asks.search(question) and not any(holds.search(t) for t in texts) for asks, holds in _CHANNELS)
 
 
 @dataclass
