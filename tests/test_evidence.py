@@ -55,6 +55,8 @@ def test_asked_kinds():
         assert any(k.search(fact) for k in times), fact  # "p.m." written with its dots, however it is followed
     assert not any(k.search("I am 9 and a half") for k in times)
     assert any(k.search("at least 3 business days before") for k in asked_kinds("how far ahead do i have to ask"))
+    pays = asked_kinds("I'm on Premier. Does the checking part actually pay any interest, and if so what?")
+    assert any(k.search("Interest: 0.05% APY") for k in pays) and not any(k.search("Fee: $25") for k in pays)
     dates = asked_kinds("visiting in january, do i need a mask?")  # a month or a holiday asks for a date
     for fact in ("During respiratory virus season, December 1 to March 31, masks are required",
                  "Closed on New Year's Day, Thanksgiving Day and Christmas Day."):

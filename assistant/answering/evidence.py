@@ -118,8 +118,9 @@ _MONTHS = r"(?:january|february|march|april|may|june|july|august|september|octob
 _DATE = re.compile(r"\b" + _MONTHS + r"\s+\d{1,2}\b|\b(?:new year's|thanksgiving|christmas|independence|memorial|"
                    r"labor|veterans|juneteenth|martin luther king)(?:\s+day|\s+eve)?\b|\bholidays?\b", re.I)
 _ASKS = [
-    (re.compile(r"\b(?:how much|fee|fees|cost|costs|charge[sd]?|price|pay|owe|minimum|maximum|limit|"
-                r"afford|expensive|cheap)\b", re.I), _AMOUNT),
+    # "does it pay any interest" asks for a rate, not an amount
+    (re.compile(r"\b(?:how much|fee|fees|cost|costs|charge[sd]?|price|pay(?!s?\s+(?:any\s+|an?\s+|some\s+)?interest)|"
+                r"owe|minimum|maximum|limit|afford|expensive|cheap)\b", re.I), _AMOUNT),
     (re.compile(r"\b(?:rate|interest|apy|apr|percent|percentage)\b", re.I), _PERCENT),
     # "open" asks for a time ("open on sunday?"), not when an account is opened ("open a savings account")
     (re.compile(r"\b(?:what time|when|hours?|open(?!\s+(?:a|an|up|one|another|new|joint|accounts?)\b)|close[sd]?|"
