@@ -41,7 +41,7 @@ from assistant.llm.generate import GenerationSettings, GenerationStats, TextGene
 from assistant.llm.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
 from assistant.tools.grounding_fit import grounding_weights
-from assistant.understanding.condense import condense, is_followup
+from assistant.understanding.condense import condense, is_followup, points_back
 from assistant.understanding.intents import (
     OUT_OF_SCOPE,
     IntentClassifier,
@@ -575,6 +575,12 @@ class Assistant:
                 condensed = self.retrieval_query(asked, history)
                 if condensed not in queries:
                     queries.append(condensed)
+            condensed_only = [q for q in queries if q not in readings]
+            if points_back(message) and condensed_only:
+                # "what time does it close on sundays?" after the gift shop: alone, "it" is whatever closes on
+                # Sundays (the appointment line scored higher than the gift shop); a dummy "it" ("how much does
+                # it cost to send money...") is still searched alone as well
+                queries = condensed_only
         best = self._strongest(queries, config, session_id)
         if history and (not best[2].evidence or best[2].flagged):
             # a message that does not read as a follow-up but finds no sure answer on its own ("can my 8 year

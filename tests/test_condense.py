@@ -1,6 +1,6 @@
 """Follow-up questions become standalone search queries (assistant/understanding/condense.py)."""
 
-from assistant.understanding.condense import condense, content_words, is_followup
+from assistant.understanding.condense import condense, content_words, is_followup, points_back
 
 WIRE = "How much does it cost to send an international wire?"
 
@@ -60,3 +60,23 @@ def test_forced_condensation_adds_the_topic_to_a_standalone_message():
     forced = condense(message, history, force=True)
     assert forced.startswith("can my 8 year old come with me") and "icu" in forced and "visiting" in forced
     assert condense(message, [], force=True) == message  # nothing earlier: nothing to add
+
+
+def test_a_pronoun_that_points_back_is_told_from_a_dummy_one():
+    for back in ("what time does it close on sundays?", "what hours are they there?", "how much does it cost?",
+                 "is it free?", "can i pay it online"):
+        assert points_back(back), back
+    for dummy in ("how much does it cost to send money to canada", "is it possible to pay my bill in cash",
+                  "does it take long to get a new card", "is it ok if my husband comes",
+                  "what about for a joint account"):  # an opener without a pronoun: condensed, also searched alone
+        assert not points_back(dummy), dummy
+    assert "where's" not in condense("what time does it close on sundays?", [("where's the gift shop", "")])
+
+
+def test_a_followup_that_points_back_is_searched_with_the_earlier_topic_only(hospital_bot):
+    """Alone, "it" in "what time does it close on sundays?" is whatever closes on Sundays: the appointment line
+    scored higher than the gift shop, and the strongest reading won."""
+    first = "where's the gift shop in the hospital"
+    history = [(first, hospital_bot.respond(first, answer_mode="quote").answer)]
+    response = hospital_bot.respond("what time does it close on sundays?", history, answer_mode="quote")
+    assert "gift shop" in response.query.lower() and "10:00 a.m. to 4:00 p.m." in response.answer, response.answer

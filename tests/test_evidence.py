@@ -15,6 +15,7 @@ from assistant.answering.evidence import (
     places_missing,
     terms,
     units,
+    units_with_heads,
 )
 from assistant.answering.verify import (
     SentenceCheck,
@@ -39,6 +40,16 @@ def test_units_rejoin_wrapped_lines_and_read_tables():
     assert units("A nurse will call between 2:00 p.m.\nand 6:00 p.m., to confirm.\nOpen 8 a.m. to 5 p.m.\n"
                  "Closed on Sundays.") == ["A nurse will call between 2:00 p.m. and 6:00 p.m., to confirm.",
                                         "Open 8 a.m. to 5 p.m.", "Closed on Sundays."]
+
+
+def test_a_unit_knows_the_heading_in_capitals_it_comes_under():
+    text = ("meal, charged to a card.\n\nGIFT SHOP\nLocation: Main Tower lobby, Floor 1.\nHours: Monday to Friday "
+            "9:00 a.m. to 7:00 p.m.; Saturday and Sunday\n10:00 a.m. to 4:00 p.m.\n\nCHAPEL AND SPIRITUAL CARE\n"
+            "The Interfaith Chapel is open 24 hours a day.")
+    got = dict(units_with_heads(text))
+    assert got["Hours: Monday to Friday 9:00 a.m. to 7:00 p.m.; Saturday and Sunday 10:00 a.m. to 4:00 p.m."] == "GIFT SHOP"
+    assert got["The Interfaith Chapel is open 24 hours a day."] == "CHAPEL AND SPIRITUAL CARE"
+    assert got["meal, charged to a card."] == ""  # a passage cut mid-section: no heading over it
 
 
 def test_asked_kinds():

@@ -17,6 +17,7 @@ sets (`python -m assistant fit-evidence`), never on the `dev/` sets that `make e
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -183,8 +184,25 @@ def _blocks(text: str) -> list[str]:
 
 def units(text: str) -> list[str]:
     """A passage cut into answer-sized units: sentences, list items, table rows."""
-    out: list[str] = []
+    return [unit for unit, _ in units_with_heads(text)]
+
+
+_CAPS_HEAD = re.compile(r"^[^a-z]*[A-Z]{2,}[^a-z]*$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _heads(text: str) -> dict[str, str]:
+    return {unit: head for unit, head in units_with_heads(text) if head}
+
+
+def units_with_heads(text: str) -> list[tuple[str, str]]:
+    """`units`, each with the heading in capitals of a plain-text document that it comes under in the passage
+    ("GIFT SHOP" over "Hours: Monday to Friday 9:00 a.m. to 7:00 p.m. ..."), or "" when there is none."""
+    out: list[tuple[str, str]] = []
+    head = ""
     for line in _blocks(text):
+        if _CAPS_HEAD.match(line) and len(line) <= 80 and not line.startswith(("|", "#")):
+            head = line.strip(" :")
         if _TABLE_RULE.match(line) or line.startswith(("Q: ", "#")) or not re.search(r"[a-z]", line):
             continue  # questions and headings travel with every unit as context
         if line.startswith("A: "):
@@ -199,7 +217,7 @@ def units(text: str) -> list[str]:
                 pieces[-1] = f"{pieces[-1]} {sentence}"
             else:
                 pieces.append(sentence)
-        out += [p for p in pieces if len(re.findall(r"\w+", p)) >= 3]
+        out += [(p, head) for p in pieces if len(re.findall(r"\w+", p)) >= 3]
     return out
 
 
@@ -218,8 +236,20 @@ def _context(hit: Hit) -> str:
     return " › ".join([hit.title, *heads]) if hit.title else " › ".join(heads)
 
 
+def _section(hit: Hit, unit: str) -> str:
+    """The unit's headings: the passage's, and the heading in capitals it comes under in a plain-text document."""
+    section = " › ".join(hit.headings)
+    head = _heads(hit.text).get(unit, "")
+    if head and head.lower() not in f"{hit.title} {section}".lower():
+        section = f"{section} › {head.title()}" if section else head.title()
+    return section
+
+
 def _with_context(hit: Hit, unit: str) -> str:
     context = _context(hit)
+    head = _heads(hit.text).get(unit, "")
+    if head and head.lower() not in context.lower():
+        context = f"{context} › {head.title()}" if context else head.title()
     return f"{context}: {unit}" if context else unit
 
 
@@ -397,7 +427,7 @@ class EvidenceSelector:
                     and all(u != after for _, _, u, _ in chosen)):
                 chosen.append((top_score, top_i, after, {}))
         evidence = [Evidence(n=i + 1, text=unit, source=hits[i].source, title=hits[i].title,
-                             section=" › ".join(hits[i].headings), score=float(score), chunk_id=hits[i].chunk_id,
+                             section=_section(hits[i], unit), score=float(score), chunk_id=hits[i].chunk_id,
                              signals=signals)
                     for score, i, unit, signals in chosen]
         # the hours of "the physical therapy clinic" answered with another clinic's hours would be a wrong

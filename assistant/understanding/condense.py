@@ -35,7 +35,7 @@ please same she should so some such than thank thanks that the their theirs them
 they this those through to too under until up us very was way we were what when where which while who whom
 why will with would you your yours yourself yourselves ok okay also plus much many long soon quickly need
 want know tell say said take takes tell use used i'm i've i'd you're it's what's how's that's there's dont
-don't can't cannot isn't aren't wasn't won't doesn't didn't
+don't can't cannot isn't aren't wasn't won't doesn't didn't where's who's when's why's whats wheres hows whos whens
 """.split())
 
 MAX_TOPIC_WORDS = 8
@@ -62,6 +62,23 @@ def is_followup(message: str) -> bool:
     if pronoun and len(words) <= 14:
         return True
     return len(own) <= 1 and len(words) <= 6
+
+
+# "it" / "that" that point at nothing: "how much does it cost to send...", "is it possible to...", "is it ok"
+_DUMMY = re.compile(
+    r"\b(?:it|that)\s+(?:\w+\s+){0,3}?to\s+[a-z]+|\b(?:is|was|would|will)\s+it\s+(?:be\s+)?(?:possible|ok|okay|"
+    r"alright|true|safe|necessary|required|normal|worth|better|easier|hard|too)\b(?!\?)|\bit(?:'s| is)\s+(?:possible|"
+    r"ok|okay|alright|true|safe|necessary|required|normal|worth|better|too)\b(?!\?)|\bdoes\s+it\s+(?:matter|make)\b",
+    re.IGNORECASE)
+
+
+def points_back(message: str) -> bool:
+    """A follow-up whose pronoun stands for something said earlier ("what time does it close on sundays?",
+    "what hours are they there?"), not a dummy one ("how much does it cost to send money abroad?")."""
+    if not is_followup(message):
+        return False
+    rest = _DUMMY.sub(" ", re.sub(r"(?i)\b(?:is|are|was|were)\s+there\b", "", message))
+    return bool(_PRONOUN.search(rest))
 
 
 def condense(message: str, history: list[tuple[str, str]] | None, *, force: bool = False) -> str:
