@@ -52,6 +52,13 @@ def test_a_unit_knows_the_heading_in_capitals_it_comes_under():
     assert got["meal, charged to a card."] == ""  # a passage cut mid-section: no heading over it
 
 
+def test_a_dotted_leader_table_row_is_one_unit():
+    text = ("Key times\n\n  Acknowledgment of your complaint ............ within 2 business days\n"
+            "  Final response (target) ..................... within 15 business days\n")
+    assert units(text) == ["Acknowledgment of your complaint: within 2 business days",
+                           "Final response (target): within 15 business days"]
+
+
 def test_asked_kinds():
     assert asked_kinds("how much is an international wire")
     assert not asked_kinds("tell me about checking accounts")

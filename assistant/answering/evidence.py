@@ -155,6 +155,7 @@ _REFERS_BACK = re.compile(r"(?:(?:on|for|in|at|with)\s+)?(?:all\s+)?(?:other|oth
                           r"they|both|such|the same)\b(?!\s+(?:page|document|guide|section|site|form)\b)", re.I)
 _ABBREVIATION_END = re.compile(r"\b(?:a\.m|p\.m|e\.g|i\.e|etc|approx|incl|[Nn]o|[Ss]t|[Dd]r)\.$")
 _LIST_MARK = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
+_LEADER = re.compile(r"\s*\.{4,}\s*")  # "Acknowledgment of your complaint ...... within 2 business days": a table row
 
 
 def _blocks(text: str) -> list[str]:
@@ -167,7 +168,7 @@ def _blocks(text: str) -> list[str]:
         if not line:
             open_block = False
             continue
-        starts = (_LIST_MARK.match(line) or line.startswith(("|", "#", "Q: ", "A: "))
+        starts = (_LIST_MARK.match(line) or line.startswith(("|", "#", "Q: ", "A: ")) or _LEADER.search(line)
                   or not re.search(r"[a-z]", line))  # a list item, table row, heading, or an all-capitals title
         wrapped = previous_length >= 60 or re.match(r"[a-z0-9$(]", line)  # a line that goes on the previous one
         goes_on = open_block or (abbreviated and re.match(r"[a-z]", line))  # "2:00 p.m." / "and 6:00 p.m."
@@ -176,7 +177,7 @@ def _blocks(text: str) -> list[str]:
         else:
             blocks.append(line)
         open_block = (not line.startswith(("|", "#")) and bool(re.search(r"[a-z]", line))
-                      and not line.endswith((".", "!", "?", ":")))
+                      and not line.endswith((".", "!", "?", ":")) and not _LEADER.search(line))
         abbreviated = bool(_ABBREVIATION_END.search(line))
         previous_length = len(raw.rstrip())
     return blocks
@@ -209,6 +210,9 @@ def units_with_heads(text: str) -> list[tuple[str, str]]:
             line = line[3:]
         if line.startswith("|") or " | " in line:
             line = ": ".join(c.strip() for c in line.strip("|").split("|") if c.strip())
+        if _LEADER.search(line):  # a row of a dotted-leader table: one unit, read as "name: value"
+            out.append((_LEADER.sub(": ", line.strip()), head))
+            continue
         line = _LIST_MARK.sub("", line).replace("**", "").replace("__", "")
         pieces: list[str] = []
         for sentence in split_sentences(line):
