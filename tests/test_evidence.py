@@ -52,6 +52,16 @@ def test_a_unit_knows_the_heading_in_capitals_it_comes_under():
     assert got["meal, charged to a card."] == ""  # a passage cut mid-section: no heading over it
 
 
+def test_a_table_cell_or_a_banner_in_capitals_is_not_a_heading():
+    # a PDF table row wrapped over two lines, and the capitals banner of a privacy notice
+    text = ("FEES\nCopy of a statement: $5 each.\nOutgoing international wire (cut-off 2:00 p.m.\nET) $45\n"
+            "Incoming wire: $15 each.\nTHIS NOTICE DESCRIBES HOW MEDICAL INFORMATION ABOUT YOU MAY BE USED AND\n"
+            "DISCLOSED. PLEASE REVIEW IT CAREFULLY.\nWe will notify you within 60 days of a breach.")
+    got = dict(units_with_heads(text))
+    assert got["Incoming wire: $15 each."] == "FEES"
+    assert got["We will notify you within 60 days of a breach."] == "FEES"
+
+
 def test_a_dotted_leader_table_row_is_one_unit():
     text = ("Key times\n\n  Acknowledgment of your complaint ............ within 2 business days\n"
             "  Final response (target) ..................... within 15 business days\n")

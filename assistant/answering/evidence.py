@@ -188,7 +188,16 @@ def units(text: str) -> list[str]:
     return [unit for unit, _ in units_with_heads(text)]
 
 
-_CAPS_HEAD = re.compile(r"^[^a-z]*[A-Z]{2,}[^a-z]*$")
+_CAPS_HEAD = re.compile(r"^[^a-z$%]*[A-Z]{3,}[^a-z$%]*$")
+_NOT_A_HEAD = re.compile(r"(?:\.|\b(?:AND|OR|OF|THE|TO|IT|A|IN|FOR))$")  # the end of a sentence or a cut line
+
+
+def _is_head(line: str) -> bool:
+    """A plain-text heading in capitals ("GIFT SHOP"): no amount, no unbalanced bracket (a table cell cut over
+    two lines, "ET) $45"), not a sentence in capitals or a line of one cut short ("... MAY BE USED AND")."""
+    line = line.strip()
+    return (bool(_CAPS_HEAD.match(line)) and len(line) <= 80 and not line.startswith(("|", "#"))
+            and line.count("(") == line.count(")") and not _NOT_A_HEAD.search(line))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -202,7 +211,7 @@ def units_with_heads(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     head = ""
     for line in _blocks(text):
-        if _CAPS_HEAD.match(line) and len(line) <= 80 and not line.startswith(("|", "#")):
+        if _is_head(line):
             head = line.strip(" :")
         if _TABLE_RULE.match(line) or line.startswith(("Q: ", "#")) or not re.search(r"[a-z]", line):
             continue  # questions and headings travel with every unit as context
