@@ -13,6 +13,7 @@ from assistant.answering.evidence import (
     asked_kinds,
     channel_missing,
     places_missing,
+    term_missing,
     terms,
     units,
     units_with_heads,
@@ -462,6 +463,24 @@ def test_a_fax_or_email_asked_for_must_be_in_the_evidence(hospital_bot):
     assert response.caveat or response.refused, response.answer  # the phone number is only the closest answer
     records = hospital_bot.respond("whats the fax number to send in the records release form", answer_mode="quote")
     assert "1-800-555-0194" in records.answer and not records.caveat
+
+
+def test_a_term_the_documents_do_not_offer_is_only_the_closest_answer(bank_bot):
+    rates = Evidence(n=1, text="As of November 3, 2025: 6 months 4.00% APY, 12 months 4.25% APY, 18 months 4.10% APY, "
+                     "24 months 3.90% APY and 60 months 3.50% APY.", source="faq.csv", title="Faq",
+                     section="What are your current CD rates?", score=0.8)
+    assert term_missing("whats the rate on a 48 month cd", [rates])
+    assert term_missing("rate for a 3-year CD?", [rates])  # 36 months: not listed
+    assert not term_missing("rate on an 18 mo cd?", [rates])
+    assert not term_missing("what's the rate on a 1 year cd", [rates])  # 12 months
+    assert not term_missing("what are your cd rates", [rates])  # no term asked
+    one = Evidence(n=1, text="There is a $25 fee if the account is closed within 90 days of opening.", source="faq.csv",
+                   title="Faq", section="How do I close my account?", score=0.8)
+    assert not term_missing("opened a checking 2 months ago, is there a fee to close it", [one])  # no list of terms
+    response = bank_bot.respond("whats the rate on a 48 month cd", answer_mode="quote")
+    assert response.caveat or response.refused, response.answer
+    answered = bank_bot.respond("whats the rate on an 18 month cd", answer_mode="quote")
+    assert "4.10%" in answered.answer and not answered.caveat, answered.answer
 
 
 def test_confidence_bands_follow_the_active_weights(bank_bot):

@@ -446,7 +446,8 @@ class EvidenceSelector:
         # the hours of "the physical therapy clinic" answered with another clinic's hours would be a wrong
         # answer given with confidence: when the best sentence is not about the place the question names, it
         # is shown only as the closest the documents come
-        elsewhere = bool(places_missing(asks or question, evidence[0])) or channel_missing(asks or question, evidence)
+        elsewhere = (bool(places_missing(asks or question, evidence[0])) or channel_missing(asks or question, evidence)
+                     or term_missing(asks or question, evidence))
         flag_below = w.flag_prob if flag_below is None else flag_below
         return Selection(evidence, prob, prob < flag_below or elsewhere)
 
@@ -485,6 +486,22 @@ def channel_missing(question: str, evidence: list[Evidence]) -> bool:
     """The question asks for a fax or an email and no evidence sentence (with its headings) holds one."""
     texts = [f"{e.title} {e.section} {e.text}" for e in evidence]
     return any(asks.search(question) and not any(holds.search(t) for t in texts) for asks, holds in _CHANNELS)
+
+
+_TERM = re.compile(r"\b(\d{1,3})(?:\s*|-)(months?|mos?|mths?|years?|yrs?)\b", re.I)
+
+
+def _terms_in_months(text: str) -> set[int]:
+    return {int(n) * (12 if u.lower().startswith("y") else 1) for n, u in _TERM.findall(text)}
+
+
+def term_missing(question: str, evidence: list[Evidence]) -> bool:
+    """The question names a term ("a 48-month CD", "a 10 year fixed mortgage") and the evidence lists other
+    terms (6, 12, 18 ... months) but not that one: the product asked about is not among those the documents
+    offer, and the rates beside it are not its rate."""
+    asked = _terms_in_months(question)
+    listed = _terms_in_months(" ".join(f"{e.section} {e.text}" for e in evidence))
+    return bool(asked) and len(listed) >= 2 and not asked & listed
 
 
 @dataclass
