@@ -13,6 +13,7 @@ from assistant.answering.evidence import (
     asked_kinds,
     channel_missing,
     places_missing,
+    row_missing,
     term_missing,
     terms,
     units,
@@ -481,6 +482,27 @@ def test_a_term_the_documents_do_not_offer_is_only_the_closest_answer(bank_bot):
     assert response.caveat or response.refused, response.answer
     answered = bank_bot.respond("whats the rate on an 18 month cd", answer_mode="quote")
     assert "4.10%" in answered.answer and not answered.caveat, answered.answer
+
+
+def test_a_price_list_without_the_thing_asked_about_is_only_the_closest_answer(hospital_bot):
+    def row(text: str) -> Evidence:
+        return Evidence(n=1, text=text, source="prices.md", title="Price Estimates", section="Sample self-pay prices",
+                        score=0.7)
+    prices = [row("MRI brain without contrast: $640."), row("CT abdomen and pelvis with contrast: $520."),
+              row("Established patient office visit: $120.")]
+    assert row_missing("how much is an mri of the knee self pay", prices)
+    assert row_missing("what's the self-pay price for an echocardiogram", prices)
+    assert not row_missing("how much is a brain MRI without insurance", prices)
+    assert not row_missing("what does an office visit cost for an established patient", prices)
+    forms = [row("Forms completed for you (disability, FMLA, school): $15 per form."), row("Paper copies: $5.")]
+    assert not row_missing("is there a fee for the hospital to fill out my FMLA paperwork", forms)
+    assert not row_missing("where do i get an mri of the knee", prices)  # no price asked
+    sentence = Evidence(n=1, text="A 15-day extension costs 0.125% of the loan amount.", source="mortgages.md",
+                        title="Home Loans", section="Fees and rate lock", score=0.8)
+    assert not row_missing("what does it cost to extend my rate lock", [sentence, row("Rate lock: 60 days free."),
+                                                                         row("Origination fee: $995.")])
+    response = hospital_bot.respond("how much is an mri of the knee if i pay myself", answer_mode="quote")
+    assert response.caveat or response.refused, response.answer
 
 
 def test_confidence_bands_follow_the_active_weights(bank_bot):

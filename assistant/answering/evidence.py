@@ -447,7 +447,7 @@ class EvidenceSelector:
         # answer given with confidence: when the best sentence is not about the place the question names, it
         # is shown only as the closest the documents come
         elsewhere = (bool(places_missing(asks or question, evidence[0])) or channel_missing(asks or question, evidence)
-                     or term_missing(asks or question, evidence))
+                     or term_missing(asks or question, evidence) or row_missing(asks or question, evidence))
         flag_below = w.flag_prob if flag_below is None else flag_below
         return Selection(evidence, prob, prob < flag_below or elsewhere)
 
@@ -502,6 +502,30 @@ def term_missing(question: str, evidence: list[Evidence]) -> bool:
     asked = _terms_in_months(question)
     listed = _terms_in_months(" ".join(f"{e.section} {e.text}" for e in evidence))
     return bool(asked) and len(listed) >= 2 and not asked & listed
+
+
+# a row of a price or rate list: "MRI brain without contrast: $640", "Rate lock: 60 days free", "Cash advance: 5%"
+_PRICED_ROW = re.compile(r"^(?P<name>[^:]{3,80}):\s*(?:\$\s?\d|free\b|\d[\d.,]*\s?%)", re.I)
+
+
+def row_missing(question: str, evidence: list[Evidence]) -> bool:
+    """The question asks for a price or a rate, the best evidence is a row of a list of them, and no row of
+    that list in the evidence names what is asked about: each has fewer than half the words of its name in the
+    question, and none of the other names it gives in brackets ("an MRI of my knee" against "MRI brain
+    without contrast: $640", "CT abdomen and pelvis: $520"). The rows beside it are prices of other things."""
+    if not (_PRICED_ROW.match(evidence[0].text) and any(p in (_AMOUNT, _PERCENT) for p in asked_kinds(question))):
+        return False
+    best = evidence[0]
+    names = [m.group("name") for e in evidence
+             if (e.source, e.section) == (best.source, best.section) and (m := _PRICED_ROW.match(e.text))]
+    asked = set(terms(question))
+
+    def named(name: str) -> bool:  # "Forms completed for you (disability, FMLA, school)": FMLA names it
+        words = set(terms(re.sub(r"\([^)]*\)", " ", name)))
+        other_names = set(terms(" ".join(re.findall(r"\(([^)]*)\)", name))))
+        return len(words & asked) >= len(words) / 2 or bool(other_names & asked)
+
+    return len(names) >= 2 and not any(named(name) for name in names)
 
 
 @dataclass
