@@ -64,6 +64,26 @@ def test_a_table_cell_or_a_banner_in_capitals_is_not_a_heading():
     assert got["We will notify you within 60 days of a breach."] == "FEES"
 
 
+def test_rows_of_a_price_table_from_a_pdf_are_units_of_their_own():
+    # pypdf gives a table row per line, with no full stop to end it, and a price alone on a line after a cell
+    # cut over two lines
+    text = ("Overdraft and returned items\nOverdraft fee when the account is overdrawn by $50 or less at the end of "
+            "the\nbusiness day\n$0\nReturned item (NSF) fee - item declined or returned unpaid $0\nOverdraft "
+            "Protection transfer from linked savings or money market $10 per day a transfer is made\nDeposited item "
+            "returned (a check you deposited is returned unpaid) $12 per item\nATM withdrawals are paid into "
+            "overdraft only if you have opted in to Debit Card Overdraft Service.")
+    assert units(text) == [
+        "Overdraft and returned items",
+        "Overdraft fee when the account is overdrawn by $50 or less at the end of the business day $0",
+        "Returned item (NSF) fee - item declined or returned unpaid $0",
+        "Overdraft Protection transfer from linked savings or money market $10 per day a transfer is made",
+        "Deposited item returned (a check you deposited is returned unpaid) $12 per item",
+        "ATM withdrawals are paid into overdraft only if you have opted in to Debit Card Overdraft Service."]
+    # prose wrapped at a width still reads as one sentence
+    assert units("A stop payment costs $30\nper request and lasts six months.") == [
+        "A stop payment costs $30 per request and lasts six months."]
+
+
 def test_a_dotted_leader_table_row_is_one_unit():
     text = ("Key times\n\n  Acknowledgment of your complaint ............ within 2 business days\n"
             "  Final response (target) ..................... within 15 business days\n")

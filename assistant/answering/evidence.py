@@ -158,10 +158,16 @@ _LIST_MARK = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
 _LEADER = re.compile(r"\s*\.{4,}\s*")  # "Acknowledgment of your complaint ...... within 2 business days": a table row
 
 
+# the end of a row of a price table extracted from a PDF, where rows have no full stop to end them:
+# "Deposited item returned (a check you deposited is returned unpaid) $12 per item"
+_PRICE_END = re.compile(r"(?:\$\s?\d[\d,.]*|\bfree)(?:\s+(?:per|each|a|an)\b[^.$]{0,30})?$", re.I)
+
+
 def _blocks(text: str) -> list[str]:
-    """Lines joined back into paragraphs and list items (plain-text documents wrap lines at a width)."""
+    """Lines joined back into paragraphs and list items (plain-text documents wrap lines at a width); a line that
+    ends with a price and one that starts with a capital after it are two rows of a table, not one sentence."""
     blocks: list[str] = []
-    open_block = abbreviated = False
+    open_block = abbreviated = row_ended = False
     previous_length = 0
     for raw in text.splitlines():
         line = raw.strip()
@@ -169,8 +175,11 @@ def _blocks(text: str) -> list[str]:
             open_block = False
             continue
         starts = (_LIST_MARK.match(line) or line.startswith(("|", "#", "Q: ", "A: ")) or _LEADER.search(line)
-                  or not re.search(r"[a-z]", line))  # a list item, table row, heading, or an all-capitals title
+                  or not re.search(r"[a-z]", line) and not line.startswith("$"))  # a list item, table row,
+        # heading, or an all-capitals title; a price alone ("$0") ends the row of a table above it
         wrapped = previous_length >= 60 or re.match(r"[a-z0-9$(]", line)  # a line that goes on the previous one
+        if row_ended and re.match(r"[A-Z]", line):  # "...returned unpaid $0" / "Overdraft Protection transfer ..."
+            wrapped = False
         goes_on = open_block or (abbreviated and re.match(r"[a-z]", line))  # "2:00 p.m." / "and 6:00 p.m."
         if goes_on and not starts and wrapped and not blocks[-1].startswith(("|", "#")):
             blocks[-1] = f"{blocks[-1]} {line}"
@@ -179,6 +188,7 @@ def _blocks(text: str) -> list[str]:
         open_block = (not line.startswith(("|", "#")) and bool(re.search(r"[a-z]", line))
                       and not line.endswith((".", "!", "?", ":")) and not _LEADER.search(line))
         abbreviated = bool(_ABBREVIATION_END.search(line))
+        row_ended = bool(_PRICE_END.search(line))
         previous_length = len(raw.rstrip())
     return blocks
 
