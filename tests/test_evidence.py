@@ -12,6 +12,7 @@ from assistant.answering.evidence import (
     EvidenceSelector,
     asked_kinds,
     channel_missing,
+    opposite_instead,
     places_missing,
     row_missing,
     term_missing,
@@ -522,6 +523,20 @@ def test_a_price_list_without_the_thing_asked_about_is_only_the_closest_answer(h
     assert not row_missing("what does it cost to extend my rate lock", [sentence, row("Rate lock: 60 days free."),
                                                                          row("Origination fee: $995.")])
     response = hospital_bot.respond("how much is an mri of the knee if i pay myself", answer_mode="quote")
+    assert response.caveat or response.refused, response.answer
+
+
+def test_the_opposite_of_what_is_asked_is_only_the_closest_answer(bank_bot):
+    limit = Evidence(n=1, text="You can withdraw up to $1,000 per day at ATMs and make up to $5,000 in purchases per day.",
+                     source="faq.csv", title="Faq", section="What is the daily ATM withdrawal limit on my debit card?",
+                     score=0.8)
+    assert opposite_instead("whats the most cash i can deposit at one of your atms in a day", [limit])
+    assert not opposite_instead("how much cash can i take out of an atm in a day", [limit])
+    assert not opposite_instead("whats the most i can withdraw with my debit card", [limit])
+    both = Evidence(n=1, text="Cash deposits at our ATMs are available at once; withdrawals are limited to $1,000.",
+                    source="atm.md", title="ATMs", section="Limits", score=0.8)
+    assert not opposite_instead("can i deposit cash at your atms", [both])
+    response = bank_bot.respond("whats the most cash i can deposit at one of your atms in a day", answer_mode="quote")
     assert response.caveat or response.refused, response.answer
 
 

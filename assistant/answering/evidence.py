@@ -457,7 +457,8 @@ class EvidenceSelector:
         # answer given with confidence: when the best sentence is not about the place the question names, it
         # is shown only as the closest the documents come
         elsewhere = (bool(places_missing(asks or question, evidence[0])) or channel_missing(asks or question, evidence)
-                     or term_missing(asks or question, evidence) or row_missing(asks or question, evidence))
+                     or term_missing(asks or question, evidence) or row_missing(asks or question, evidence)
+                     or opposite_instead(asks or question, evidence))
         flag_below = w.flag_prob if flag_below is None else flag_below
         return Selection(evidence, prob, prob < flag_below or elsewhere)
 
@@ -512,6 +513,23 @@ def term_missing(question: str, evidence: list[Evidence]) -> bool:
     asked = _terms_in_months(question)
     listed = _terms_in_months(" ".join(f"{e.section} {e.text}" for e in evidence))
     return bool(asked) and len(listed) >= 2 and not asked & listed
+
+
+# a word of a question and its opposite: a limit on cash withdrawals is not the answer to a question about deposits
+_OPPOSITES = [(re.compile(a, re.I), re.compile(b, re.I)) for a, b in (
+    (r"\bdeposit(?:s|ing|ed)?\b", r"\bwithdr[ae]w\w*"), (r"\bwithdr[ae]w\w*", r"\bdeposit(?:s|ing|ed)?\b"),
+    (r"\bincoming\b", r"\boutgoing\b"), (r"\boutgoing\b", r"\bincoming\b"),
+    (r"\bcredit cards?\b", r"\bdebit cards?\b"), (r"\bdebit cards?\b", r"\bcredit cards?\b"),
+    (r"\binpatients?\b", r"\boutpatients?\b"), (r"\boutpatients?\b", r"\binpatients?\b"))]
+
+
+def opposite_instead(question: str, evidence: list[Evidence]) -> bool:
+    """The best evidence sentence speaks of the opposite of what the question asks about (withdrawals for
+    deposits, outgoing for incoming wires, debit for credit cards) and not, nor do its headings, of the thing
+    asked."""
+    best = evidence[0]
+    return any(asked.search(question) and other.search(best.text)
+               and not asked.search(f"{best.title} {best.section} {best.text}") for asked, other in _OPPOSITES)
 
 
 # a row of a price or rate list: "MRI brain without contrast: $640", "Rate lock: 60 days free", "Cash advance: 5%"
