@@ -105,6 +105,9 @@ def test_asked_kinds():
                  "we stop registering at 7:30 p.m.", "until 9pm", "from 9 am"):
         assert any(k.search(fact) for k in times), fact  # "p.m." written with its dots, however it is followed
     assert not any(k.search("I am 9 and a half") for k in times)
+    # closing an account is not a time of day; closing time is
+    assert not any(k.search("before 8:00 p.m. ET") for k in asked_kinds("can i just close my checking thru the app"))
+    assert any(k.search("until 5:00 p.m.") for k in asked_kinds("what time do you close on saturday"))
     assert any(k.search("at least 3 business days before") for k in asked_kinds("how far ahead do i have to ask"))
     pays = asked_kinds("I'm on Premier. Does the checking part actually pay any interest, and if so what?")
     assert any(k.search("Interest: 0.05% APY") for k in pays) and not any(k.search("Fee: $25") for k in pays)

@@ -123,8 +123,11 @@ _ASKS = [
     (re.compile(r"\b(?:how much|fee|fees|cost|costs|charge[sd]?|price|pay(?!s?\s+(?:any\s+|an?\s+|some\s+)?interest)|"
                 r"owe|minimum|maximum|limit|afford|expensive|cheap)\b", re.I), _AMOUNT),
     (re.compile(r"\b(?:rate|interest|apy|apr|percent|percentage)\b", re.I), _PERCENT),
-    # "open" asks for a time ("open on sunday?"), not when an account is opened ("open a savings account")
-    (re.compile(r"\b(?:what time|when|hours?|open(?!\s+(?:a|an|up|one|another|new|joint|accounts?)\b)|close[sd]?|"
+    # "open" / "close" ask for a time ("open on sunday?", "what time do you close"), not when an account is
+    # opened or closed ("open a savings account", "can i close my checking in the app")
+    (re.compile(r"\b(?:what time|when|hours?|open(?!\s+(?:a|an|up|one|another|new|joint|accounts?)\b)|"
+                r"close[sd]?(?!\s+(?:my|a|an|the|your|our|this|that|it|out|one|them|both|all|accounts?|checking|"
+                r"savings|joint|cards?|cds?)\b)|"
                 r"cut-?off|until|deadline|latest|earliest|how late|by when)\b", re.I), _TIME),
     # "when" takes a time of day or a length of time ("when does it take effect?" "within 1 business day")
     (re.compile(r"\b(?:how long|how many days|how soon|how quickly|how fast|when|wait|take to|within|how early|"
