@@ -434,8 +434,20 @@ def test_a_place_the_evidence_does_not_name_is_only_the_closest_match(hospital_b
     assert places_missing("what are the hours of the physical therapy clinic", unit) == ["therapy", "physical"]
     assert places_missing("when are your outpatient clinics open", unit) == []
     assert places_missing("what time do the labs open, bringing my son for labs", unit) == []  # no name before
+    # the name after the place word: a town ("a branch in new haven"), a lot's letter
+    branch = Evidence(n=1, text="Northbridge Federal Bank has three branches in Connecticut.", source="b.html",
+                      title="Branch Locations", section="", score=0.7)
+    assert places_missing("is there a northbridge branch in new haven? just moved there", branch) == ["new", "haven"]
+    assert places_missing("is the branch in hartwell open saturday", branch) == ["hartwell"]  # one word of a town
+    assert places_missing("is there a branch in the area", branch) == []
+    lot = Evidence(n=1, text="Emergency Department: Lot A on North Drive, next to the Emergency entrance.",
+                   source="p.md", title="Parking", section="Where to park", score=0.7)
+    assert places_missing("where is lot b? the emergency lot was full", lot) == ["lot b"]
+    assert places_missing("where is lot a", lot) == []
     response = hospital_bot.respond("what are the hours of the physical therapy clinic")
     assert response.caveat or response.refused or response.action != "answer", response.answer
+    lot_b = hospital_bot.respond("where is lot b? the emergency lot was full", answer_mode="quote")
+    assert lot_b.caveat or lot_b.refused, lot_b.answer
     pharmacy = hospital_bot.respond("What are the Outpatient Pharmacy's weekend hours?")
     assert not pharmacy.caveat and "9:00 a.m. to 5:00 p.m." in pharmacy.answer
 
@@ -502,6 +514,13 @@ def test_a_term_the_documents_do_not_offer_is_only_the_closest_answer(bank_bot):
     one = Evidence(n=1, text="There is a $25 fee if the account is closed within 90 days of opening.", source="faq.csv",
                    title="Faq", section="How do I close my account?", score=0.8)
     assert not term_missing("opened a checking 2 months ago, is there a fee to close it", [one])  # no list of terms
+    # a term that names a product is also looked for in the evidence's passage (the rate table beside it)
+    deposit = Evidence(n=1, text="The minimum opening deposit for any CD is $1,000 .", source="cds.html",
+                       title="Savings", section="Certificates of Deposit (CDs)", score=0.7)
+    table = ["Term | APY\n6 months | 4.00%\n12 months | 4.25%\n18 months | 4.10%"]
+    assert term_missing("do you do a 3 month CD and what does it pay", [deposit], table)
+    assert not term_missing("whats the minimum for a 12 month cd", [deposit], table)
+    assert not term_missing("got the card 2 months ago, how long before an increase", [deposit], table)  # a time
     response = bank_bot.respond("whats the rate on a 48 month cd", answer_mode="quote")
     assert response.caveat or response.refused, response.answer
     answered = bank_bot.respond("whats the rate on an 18 month cd", answer_mode="quote")
@@ -541,6 +560,14 @@ def test_the_opposite_of_what_is_asked_is_only_the_closest_answer(bank_bot):
     assert not opposite_instead("can i deposit cash at your atms", [both])
     response = bank_bot.respond("whats the most cash i can deposit at one of your atms in a day", answer_mode="quote")
     assert response.caveat or response.refused, response.answer
+    # the opposite in the headings: a debit card's ATM limit for a credit card's cash advance limit
+    debit = Evidence(n=1, text="ATM cash withdrawals: $1,000.", source="debit_cards.md",
+                     title="Your Northbridge Visa Debit Card", section="Daily limits", score=0.8)
+    assert opposite_instead("what's the cash advance limit on my credit card?", [debit])
+    assert not opposite_instead("what's the daily atm limit on my debit card?", [debit])
+    advance = bank_bot.respond("what's the cash advance limit on my credit card? need some cash for an emergency",
+                               answer_mode="quote")
+    assert advance.caveat or advance.refused, advance.answer
 
 
 def test_confidence_bands_follow_the_active_weights(bank_bot):
@@ -653,3 +680,22 @@ def test_a_rare_question_word_the_evidence_lacks_brings_the_sentence_that_holds_
     ranked = hospital_bot.selector.score(question, pool)
     rapid = [row for row in ranked if "7777" in row[2]]
     assert hospital_bot.selector._with_named(question, rapid, ranked, pool) == rapid
+
+
+def test_how_much_notice_asks_for_a_length_of_time(bank_bot):
+    from assistant.answering.evidence import _AMOUNT, _DURATION
+
+    assert asked_kinds("how much notice do you guys need?") == [_DURATION]
+    assert asked_kinds("how much time do i have to file a dispute") == [_DURATION]
+    assert _AMOUNT in asked_kinds("how much does it cost to order checks")
+    response = bank_bot.respond("Im deaf and I have an appointment coming up to sign mortgage paperwork. I want a "
+                                "sign language interpreter there, how much notice do you guys need?",
+                                answer_mode="quote")
+    assert "3 business days" in response.answer and not response.caveat, response.answer
+
+
+def test_statements_before_a_question_are_kept_unless_dropping_them_finds_much_better_evidence(hospital_bot):
+    """"How I call the hospital?" alone meets the 911 sentence a little more closely than the whole message meets
+    the TTY relay line: a near tie goes to the reading that keeps what the customer told."""
+    response = hospital_bot.respond("I am deaf, use TTY. How I call the hospital?", answer_mode="quote")
+    assert "711" in response.answer, response.answer

@@ -120,7 +120,8 @@ _DATE = re.compile(r"\b" + _MONTHS + r"\s+\d{1,2}\b|\b(?:new year's|thanksgiving
                    r"labor|veterans|juneteenth|martin luther king)(?:\s+day|\s+eve)?\b|\bholidays?\b", re.I)
 _ASKS = [
     # "does it pay any interest" asks for a rate, not an amount
-    (re.compile(r"\b(?:how much|fee|fees|cost|costs|charge[sd]?|price|pay(?!s?\s+(?:any\s+|an?\s+|some\s+)?interest)|"
+    # "how much notice / time / warning" asks for a length of time, not an amount
+    (re.compile(r"\b(?:how much(?!\s+(?:advance\s+|more\s+|lead\s+)?(?:notice|time|warning|heads[- ]up|longer)\b)|fee|fees|cost|costs|charge[sd]?|price|pay(?!s?\s+(?:any\s+|an?\s+|some\s+)?interest)|"
                 r"owe|minimum|maximum|limit|afford|expensive|cheap)\b", re.I), _AMOUNT),
     (re.compile(r"\b(?:rate|interest|apy|apr|percent|percentage)\b", re.I), _PERCENT),
     # "open" / "close" ask for a time ("open on sunday?", "what time do you close"), not when an account is
@@ -131,7 +132,8 @@ _ASKS = [
                 r"cut-?off|until|deadline|latest|earliest|how late|by when)\b", re.I), _TIME),
     # "when" takes a time of day or a length of time ("when does it take effect?" "within 1 business day")
     (re.compile(r"\b(?:how long|how many days|how soon|how quickly|how fast|when|wait|take to|within|how early|"
-                r"how far (?:ahead|in advance)|ahead of time|in advance|by when)\b", re.I), _DURATION),
+                r"how far (?:ahead|in advance)|ahead of time|in advance|by when|"
+                r"how much (?:advance |more |lead )?(?:notice|time|warning|heads[- ]up|longer))\b", re.I), _DURATION),
     (re.compile(r"\b(?:phone|number to call|call|ring|telephone|hotline|line)\b", re.I), _PHONE),
     # "the address of..." asks for a street address or a P.O. Box: a bare number ("1-800-…", "8:30") is not
     # one; "updated my mailing address" names a topic, and "email address" asks for an email
@@ -460,16 +462,22 @@ class EvidenceSelector:
         # answer given with confidence: when the best sentence is not about the place the question names, it
         # is shown only as the closest the documents come
         elsewhere = (bool(places_missing(asks or question, evidence[0])) or channel_missing(asks or question, evidence)
-                     or term_missing(asks or question, evidence) or row_missing(asks or question, evidence)
+                     or term_missing(asks or question, evidence, [hits[e.n - 1].text for e in evidence]) or row_missing(asks or question, evidence)
                      or opposite_instead(asks or question, evidence))
         flag_below = w.flag_prob if flag_below is None else flag_below
         return Selection(evidence, prob, prob < flag_below or elsewhere)
 
 
 _PLACE = re.compile(r"\b(?:clinic|lab|laboratory|unit|center|centre|department|office|suite|pharmacy|branch|desk|"
-                    r"shop|cafeteria|ward|program)s?\b", re.I)
+                    r"shop|cafeteria|ward|program|wing|garage|location)s?\b", re.I)
+# "a branch *in new haven*", "lot *b*": the name after the place word
+_PLACE_AFTER = re.compile(r"\b(?:(?:branch|location|office|clinic)(?:es|s)?\s+(?:in|at|near)\s+(?:the\s+)?"
+                          r"(?P<town>[a-z][a-z'-]*(?:\s+[a-z][a-z'-]*)?)|lot\s+(?P<lot>[a-z0-9])\b)", re.I)
+_TOWN_FIRST = frozenset({"new", "north", "south", "east", "west", "fort", "saint", "st", "port", "mount", "lake",
+                         "san", "santa", "los", "las", "el", "la", "old", "upper", "lower", "great", "little"})
 _NOT_A_NAME = frozenset({"main", "local", "nearest", "closest", "new", "big", "bigger", "same", "other", "another",
-                         "next", "first", "whats", "hospital", "hospitals", "regional", "medical"})
+                         "next", "first", "whats", "hospital", "hospitals", "regional", "medical", "area", "town",
+                         "city", "state", "neighborhood", "neighbourhood", "country", "person", "general", "here"})
 
 
 def places_missing(question: str, evidence: Evidence) -> list[str]:
@@ -484,10 +492,20 @@ def places_missing(question: str, evidence: Evidence) -> list[str]:
             if word in STOPWORDS or word in _NOT_A_NAME:
                 break
             names.append(word)
+    for match in _PLACE_AFTER.finditer(low):
+        if match.group("lot"):
+            names.append(f"lot {match.group('lot')}")
+            continue
+        town = match.group("town").split()
+        if town[0] not in _TOWN_FIRST:  # "new haven", "east hartford": two words; "hartwell open": one
+            town = town[:1]
+        names += [w for w in town if w not in STOPWORDS and w not in _NOT_A_NAME - _TOWN_FIRST]
     if not names:
         return []
-    held = set(terms(f"{evidence.title} {evidence.section} {evidence.text}"))
-    return [w for w in names if not set(terms(w)) <= held]
+    where = f"{evidence.title} {evidence.section} {evidence.text}"
+    held = set(terms(where))
+    return [w for w in names if not (re.search(rf"\b{re.escape(w)}\b", where, re.I) if w.startswith("lot ")
+                                     else set(terms(w)) <= held)]
 
 
 # a way of reaching someone the question asks for by name, and what a sentence holding one reads like: asked
@@ -509,12 +527,20 @@ def _terms_in_months(text: str) -> set[int]:
     return {int(n) * (12 if u.lower().startswith("y") else 1) for n, u in _TERM.findall(text)}
 
 
-def term_missing(question: str, evidence: list[Evidence]) -> bool:
+# a term that names a product ("a 3 month CD", "a 10-year fixed mortgage"), not a time ("2 months ago")
+_PRODUCT_TERM = re.compile(r"\b(\d{1,3})(?:\s*|-)(months?|mos?|mths?|years?|yrs?)\s+(?:\w+\s+)?"
+                           r"(?:cds?|certificates?|terms?|loans?|mortgages?|fixed|arms?|plans?)\b", re.I)
+
+
+def term_missing(question: str, evidence: list[Evidence], passages: list[str] = ()) -> bool:
     """The question names a term ("a 48-month CD", "a 10 year fixed mortgage") and the evidence lists other
     terms (6, 12, 18 ... months) but not that one: the product asked about is not among those the documents
-    offer, and the rates beside it are not its rate."""
+    offer, and the rates beside it are not its rate. A term that names a product is also looked for in the
+    evidence's passages (the CD rate table beside "The minimum opening deposit for any CD is $1,000")."""
     asked = _terms_in_months(question)
     listed = _terms_in_months(" ".join(f"{e.section} {e.text}" for e in evidence))
+    if asked and len(listed) < 2 and _PRODUCT_TERM.search(question):
+        listed = _terms_in_months(" ".join([*passages, *(f"{e.section} {e.text}" for e in evidence)]))
     return bool(asked) and len(listed) >= 2 and not asked & listed
 
 
@@ -527,12 +553,12 @@ _OPPOSITES = [(re.compile(a, re.I), re.compile(b, re.I)) for a, b in (
 
 
 def opposite_instead(question: str, evidence: list[Evidence]) -> bool:
-    """The best evidence sentence speaks of the opposite of what the question asks about (withdrawals for
-    deposits, outgoing for incoming wires, debit for credit cards) and not, nor do its headings, of the thing
-    asked."""
+    """The best evidence sentence or its headings speak of the opposite of what the question asks about
+    (withdrawals for deposits, outgoing for incoming wires, debit for credit cards: "ATM cash withdrawals:
+    $1,000" under "Your Visa Debit Card" for a credit card's cash advance limit) and not of the thing asked."""
     best = evidence[0]
-    return any(asked.search(question) and other.search(best.text)
-               and not asked.search(f"{best.title} {best.section} {best.text}") for asked, other in _OPPOSITES)
+    where = f"{best.title} {best.section} {best.text}"
+    return any(asked.search(question) and other.search(where) and not asked.search(where) for asked, other in _OPPOSITES)
 
 
 # a row of a price or rate list: "MRI brain without contrast: $640", "Rate lock: 60 days free", "Cash advance: 5%"
