@@ -76,11 +76,9 @@ def test_emergencies_get_the_fixed_safety_message(hospital_bot, counted, message
 @pytest.mark.parametrize(("domain", "message", "unsure_of"), [
     ("bank", "I just got back from vacation.", "lost_stolen_card"),
     ("hospital", "We just moved to the area last month.", "book_appointment"),
-    ("hospital", "someone is using my card", "medical_emergency"),  # 0.25: no 911 reply to a bank matter
 ])
 def test_a_statement_the_classifier_is_unsure_of_starts_no_flow(bank_bot, hospital_bot, domain, message, unsure_of):
-    """A low-confidence flow label on a message that asks nothing and reports nothing, or a low emergency
-    probability with no safety rule matched, gets the greeting (what can I help with?), and in a chat under
+    """A low-confidence flow label on a message that asks nothing and reports nothing gets the greeting (what can I help with?), and in a chat under
     way "What would you like to know?": no flow, no ticket, no 911."""
     bot = bank_bot if domain == "bank" else hospital_bot
     prediction = bot.classifier.predict_one(bot.read(message))
@@ -95,6 +93,26 @@ def test_a_statement_the_classifier_is_unsure_of_starts_no_flow(bank_bot, hospit
     if domain == "hospital":
         asked = bot.route("my baby is 4 months and has a fever, can i take her to your urgent care or is she too young")
         assert asked.action == "answer"
+
+
+@pytest.mark.parametrize("message", ["someone is using my card", "My wife usually handles all of this"])
+def test_a_little_emergency_probability_on_a_statement_gets_no_911(hospital_bot, counted, message):
+    """No safety rule matches these, and the hospital classifier puts a little probability on an emergency
+    label: on one machine "someone is using my card" came out medical_emergency at 0.25, on another (another
+    CPU, other float rounding in training) patient_portal first. Either way no 911 reply to a bank matter; when
+    the emergency label is the top one, below EMERGENCY_FROM, the greeting asks what they need."""
+    from assistant.pipeline import EMERGENCY_FROM
+
+    counter = counted(hospital_bot)
+    prediction = hospital_bot.classifier.predict_one(hospital_bot.read(message))
+    response = hospital_bot.respond(message)
+    assert response.action != "emergency" and response.intent not in ("medical_emergency", "mental_health_crisis")
+    assert response.answer not in (hospital_bot.pack.reply("medical_emergency"),
+                                   hospital_bot.pack.reply("mental_health_crisis"))
+    if hospital_bot.action_for(prediction.label) == "emergency":
+        assert hospital_bot._emergency_mass(prediction) < EMERGENCY_FROM
+        assert (response.intent, response.action, response.ticket) == ("greeting", "smalltalk", None)
+        assert response.answer == hospital_bot.pack.reply("greeting") and counter.calls == 0
 
 
 def test_answer_action_is_generated_grounded_and_scored(bank_bot):
