@@ -199,8 +199,11 @@ SCRIPTED_FROM = 0.5
 # the emergency reply on the classifier's word alone (the safety rules come first, at full confidence) needs
 # this much probability on the emergency labels together: below it the hospital classifier also called
 # "someone is using my card" (0.25), "My wife usually handles all of this" (0.15) and a question about a
-# living will (0.20) emergencies, while unusual wordings of real ones scored 0.66 to 0.95
-EMERGENCY_FROM = 0.3
+# living will (0.20) emergencies, while unusual wordings of real ones scored 0.66 to 0.95. At 0.3 the margin
+# was thin: "My wife usually handles all of this" came to 0.29 and, on the hospital bot, "someone stole my
+# credit card" to 0.34, and a classifier trained on another CPU ranks such messages a little differently;
+# 0.4 keeps them out, and the real ones of the dev sets without a safety rule scored 0.9 or more
+EMERGENCY_FROM = 0.4
 _HANDOFF_OFFER = re.compile(r"(?i)connect you with|talk to (?:a|one of)|speak (?:to|with) a")
 
 

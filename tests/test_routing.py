@@ -95,7 +95,8 @@ def test_a_statement_the_classifier_is_unsure_of_starts_no_flow(bank_bot, hospit
         assert asked.action == "answer"
 
 
-@pytest.mark.parametrize("message", ["someone is using my card", "My wife usually handles all of this"])
+@pytest.mark.parametrize("message", ["someone is using my card", "My wife usually handles all of this",
+                                     "someone stole my credit card"])
 def test_a_little_emergency_probability_on_a_statement_gets_no_911(hospital_bot, counted, message):
     """No safety rule matches these, and the hospital classifier puts a little probability on an emergency
     label: on one machine "someone is using my card" came out medical_emergency at 0.25, on another (another
