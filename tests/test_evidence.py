@@ -29,6 +29,7 @@ from assistant.answering.verify import (
 )
 from assistant.compliance.audit import AuditLog
 from assistant.llm.generate import GenerationSettings
+from assistant.packs import PACKS_DIR
 from assistant.understanding.routing import asks_about, asks_for_action
 
 
@@ -90,6 +91,17 @@ def test_a_dotted_leader_table_row_is_one_unit():
             "  Final response (target) ..................... within 15 business days\n")
     assert units(text) == ["Acknowledgment of your complaint: within 2 business days",
                            "Final response (target): within 15 business days"]
+
+
+def test_a_figure_on_its_own_line_under_a_colon_joins_the_sentence():
+    text = ("## Our routing number\n\nOur routing number (also called the ABA number) is:\n\n**021555013**\n\n"
+            "Use this routing number for:\n\n- direct deposit of your paycheck;\n\n24/7 GRAB-AND-GO MARKET\n\n"
+            "Open all day.\n")
+    assert units(text) == ["Our routing number (also called the ABA number) is: 021555013",
+                           "Use this routing number for:", "direct deposit of your paycheck;", "Open all day."]
+    # the bank's own document: the number was dropped (one word is not a unit), so no evidence held it
+    doc = (PACKS_DIR / "bank" / "docs" / "direct_deposit_routing_number.md").read_text(encoding="utf-8")
+    assert any("ABA number" in u and u.endswith("021555013") for u in units(doc))
 
 
 def test_asked_kinds():

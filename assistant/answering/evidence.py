@@ -203,6 +203,7 @@ def units(text: str) -> list[str]:
     return [unit for unit, _ in units_with_heads(text)]
 
 
+_VALUE = re.compile(r"^(?=[^\n]*\d)[\w$%().,:/+ -]{1,40}$")  # a figure alone on its line: a number, an amount, a code
 _CAPS_HEAD = re.compile(r"^[^a-z$%]*[A-Z]{3,}[^a-z$%]*$")
 _NOT_A_HEAD = re.compile(r"(?:\.|\b(?:AND|OR|OF|THE|TO|IT|A|IN|FOR))$")  # the end of a sentence or a cut line
 
@@ -226,6 +227,13 @@ def units_with_heads(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     head = ""
     for line in _blocks(text):
+        value = line.replace("**", "").replace("__", "").strip()
+        if (out and out[-1][0].endswith(":") and _VALUE.match(value) and not _is_head(value)
+                and not _LIST_MARK.match(value)):
+            # "Our routing number (also called the ABA number) is:" over a line "**021555013**": one unit, the
+            # value alone being too short to be one (and a line without a lowercase letter a heading)
+            out[-1] = (f"{out[-1][0]} {value}", out[-1][1])
+            continue
         if _is_head(line):
             head = line.strip(" :")
         if _TABLE_RULE.match(line) or line.startswith(("Q: ", "#")) or not re.search(r"[a-z]", line):
