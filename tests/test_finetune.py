@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from finetune.config import ConfigError, TrainConfig, load_config, parse_overrides
@@ -405,8 +406,16 @@ def _torchrun(args: list[str], kill_at_checkpoint: Path | None = None) -> None:
     while not (kill_at_checkpoint / "state.json").exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before writing a checkpoint"
         time.sleep(0.2)
+    # torchrun starts each worker in a session of its own: killing torchrun's process group alone left the
+    # workers training on, and under load they wrote their later checkpoints beside the resumed run (CI saw
+    # the "resumed" adapter trained past step 6). A crash takes every process: kill the workers, then torchrun
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    for worker in workers:
+        worker.kill()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    psutil.wait_procs(workers, timeout=30)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), "a worker survived"
 
 
 def test_ddp_and_fsdp_over_two_processes_on_cpu_train_the_same_adapter(tiny_data, tmp_path):
