@@ -308,7 +308,7 @@ def test_evidence_dialogues_are_what_the_assistant_prompts_and_pass_verification
 def test_interrupted_run_resumes_from_its_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     args = sum(([f"--{k.replace('_', '-')}", v] for k, v in
-                tiny_overrides(tiny_data, out, max_steps=12, save_every=2, learning_rate="1e-3").items()), [])
+                tiny_overrides(tiny_data, out, max_steps=6, save_every=2, learning_rate="1e-3").items()), [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -325,7 +325,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_data, tmp_path):
     result = run_cli("finetune", *args)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["resumed"] is True and metrics["steps"] == 12 and interrupted_at >= 2
+    assert metrics["resumed"] is True and metrics["steps"] == 6 and interrupted_at >= 2
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
 
 
