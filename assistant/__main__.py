@@ -23,6 +23,7 @@ from assistant.config import (
     ANSWER_MODES,
     BACKENDS,
     CAUTION,
+    EVIDENCE_ENCODERS,
     GGUF_QUANTS,
     INTENT_MODES,
     SEARCH_MODES,
@@ -83,6 +84,7 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
     p.add_argument("--pool-min-score", type=float, default=None, help="evidence pool: passages below this "
                    f"similarity are not considered (default: {defaults['pool_min_score'].default})")
     add_intent_mode_arg(p)
+    add_evidence_encoder_arg(p)
     p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     add_backend_args(p)
     add_settings_arg(p)
@@ -93,6 +95,15 @@ def add_intent_mode_arg(p: argparse.ArgumentParser) -> None:
                    help="the pack's intent classifier, trained on first use and cached: finetune (the encoder tuned "
                         "on the pack's intents, about a minute on 2 cores, more accurate) or linear (seconds); "
                         "default: finetune, or $RA_INTENT_MODE")
+
+
+def add_evidence_encoder_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--evidence-encoder", default=None, choices=EVIDENCE_ENCODERS,
+                   help="a second opinion on the chosen evidence: tuned (the embedder tuned on the pack's own "
+                        "documents, about 2.5 minutes on 2 cores once per set of documents, then cached, judges the "
+                        "evidence too; what it doubts is shown as the closest the documents come: more near-misses "
+                        "caught, a few more caveats, README 'A second opinion') or base (none); default: tuned, or "
+                        "$RA_EVIDENCE_ENCODER")
 
 
 def add_settings_arg(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from assistant.answering.cite import attribute
 from assistant.answering.compose import compose, quote
-from assistant.answering.evidence import CAUTION_LEVELS, Evidence, EvidenceSelector, Selection
+from assistant.answering.encoder_tuning import ensure_evidence_encoder
+from assistant.answering.evidence import (
+    CAUTION_LEVELS,
+    TUNED_ENCODER_WEIGHTS,
+    Evidence,
+    EvidenceSelector,
+    Selection,
+)
 from assistant.answering.grounding import Grounding, GroundingChecker
 from assistant.answering.prompt import build_evidence_messages, build_messages
 from assistant.answering.verify import SentenceCheck, Verifier, strip_labels
@@ -288,7 +295,12 @@ class Assistant:
         self.classifier = ensure_classifier(self.pack, self.embedder, self.config.data_dir,
                                             self.config.intent_mode, progress=progress)
         self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))
+        self.evidence_embedder = self._evidence_encoder(progress)
         self.selector = EvidenceSelector.for_store(self.searcher.store, self.embedder)
+        # with `evidence_encoder = "tuned"`, the encoder tuned on the pack's documents judges the chosen evidence
+        # too: an answer it doubts is shown as the closest the documents come (README, "A second opinion")
+        self.second_opinion = (EvidenceSelector(self.evidence_embedder, TUNED_ENCODER_WEIGHTS, idf=self.selector.idf)
+                               if self.evidence_embedder is not self.embedder else None)
         self.injection = InjectionDetector.load(self.embedder)
         self.verifier = Verifier(self.embedder)
         if len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
@@ -305,6 +317,20 @@ class Assistant:
         if self.config.spelling:
             self.searcher.store.speller()  # count the index's words now (0.2 s for a pack, ~2 s at 13k chunks)
 
+    def _evidence_encoder(self, progress: bool) -> Embedder:
+        """The encoder of the evidence's second opinion: the embedder tuned on the index's documents
+        (`evidence_encoder = "tuned"`, the default: once per version of the pack's documents, cached; a user's
+        uploads do not tune it again), or the embedder itself ("base": no second opinion)."""
+        if self.config.evidence_encoder == "base":
+            return self.embedder
+        store = self.searcher.store
+
+        def records():
+            for start in range(0, len(store), 512):
+                yield from store.chunks(list(range(start, min(len(store), start + 512)))).values()
+
+        return ensure_evidence_encoder(self.pack, self.embedder, records(), self.config.data_dir, progress=progress)
+
     def _warm_evidence(self) -> None:
         store = self.searcher.store
         try:
@@ -313,8 +339,11 @@ class Assistant:
                 if self._warm_stop.is_set():
                     return
                 records = store.chunks(rows[start:start + 256])
-                self.selector.warm([Hit(chunk_id=r["chunk_id"], source=r["source"], title=r["title"], text=r["text"],
-                                        score=0.0, headings=r["headings"]) for r in records.values()])
+                hits = [Hit(chunk_id=r["chunk_id"], source=r["source"], title=r["title"], text=r["text"], score=0.0,
+                            headings=r["headings"]) for r in records.values()]
+                for selector in (self.selector, self.second_opinion):
+                    if selector is not None:
+                        selector.warm(hits)
         except Exception as exc:  # noqa: BLE001 - only a warm-up: questions embed what they need themselves
             if self._warm_stop.is_set() or "interpreter shutdown" in str(exc):
                 return  # the process is exiting: nothing to warm for
@@ -618,6 +647,9 @@ class Assistant:
         for query, pool in zip(queries, pools, strict=True):
             found = (self.selector.assess(query, pool, asks, flag_below=CAUTION_LEVELS[config.caution]) if pool
                      else Selection([], 0.0, False))
+            if (found.evidence and not found.flagged and self.second_opinion is not None
+                    and self.second_opinion.doubts(query, pool, asks, flag_below=CAUTION_LEVELS[config.caution])):
+                found = replace(found, flagged=True)
             score = found.evidence[0].score if found.evidence else -1.0
             if best is None or score - (READING_MARGIN if query in shorter else 0.0) > best[0]:
                 best = (score, query, found, pool)

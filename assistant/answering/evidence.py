@@ -21,7 +21,7 @@ import functools
 import math
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -63,6 +63,16 @@ class EvidenceWeights:
     # holding it (fit/eval: 1 answer of 260 changed, the fact then stated; at 0.9 no near-miss's top missing
     # word is this rare, against 6 of 30 at 0.8)
     named_share: float = 0.9
+
+
+# The answerable model refitted for the encoder tuned on the pack's documents (`--evidence-encoder tuned`,
+# assistant/answering/encoder_tuning.py): its cosines run higher, so the shipped model would call more questions
+# answered. Fitted like the shipped one (`RA_EVIDENCE_ENCODER=tuned python -m assistant fit-evidence --answerable
+# --max-refused 0.02`, on eval/, fit/ and fit2/ of both packs; customer-phrased fit/ and fit2/ calibrate: 2.3 %
+# refused, 14.1 % flagged, near-misses 42 % refused or flagged against 37 % for the base encoder refitted alike).
+TUNED_ENCODER_WEIGHTS = replace(EvidenceWeights(), answerable_coef=(2.9988, 1.1138, 0.3043, 3.9597, 2.3274, -1.1926,
+                                                                    -0.2093, 0.1146),
+                                answerable_bias=-4.4259, answerable_prob=0.3062, flag_prob=0.4881)
 
 
 # How sure the selector must be before evidence is shown as the answer rather than as "the closest the documents
@@ -427,6 +437,15 @@ class EvidenceSelector:
     def select(self, question: str, hits: list[Hit]) -> list[Evidence]:
         """The evidence of `assess` (flagged or not); empty when the question counts as unanswered."""
         return self.assess(question, hits).evidence
+
+    def doubts(self, question: str, hits: list[Hit], asks: str | None = None, flag_below: float | None = None) -> bool:
+        """A second opinion on evidence another selector chose from these passages: whether this selector's own
+        ranking and answerable model put them below `flag_below` (default: the weights' `flag_prob`)."""
+        ranked = self.score(question, hits, asks)
+        w = self.weights
+        if not ranked or ranked[0][0] < w.answerable_above:
+            return True
+        return self.answerable(question, ranked, hits, asks) < (w.flag_prob if flag_below is None else flag_below)
 
     def assess(self, question: str, hits: list[Hit], asks: str | None = None,
                flag_below: float | None = None) -> Selection:

@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
     embedder = resolve_embedder("bundled")
     answerable, unanswerable = [], []
     for domain in args.domain or ["bank", "hospital"]:
-        bot = Assistant(AssistantConfig(domain=domain, answer_mode="quote"), embedder=embedder)
+        bot = Assistant(AssistantConfig.load(domain=domain, answer_mode="quote"), embedder=embedder)
         for split in args.split:
             a, u = collect(bot, split)
             answerable += a
@@ -166,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
     if args.answerable:
         xs, ys, customer = [], [], []
         for domain in args.domain or ["bank", "hospital"]:
-            bot = Assistant(AssistantConfig(domain=domain, answer_mode="quote"), embedder=embedder)
+            bot = Assistant(AssistantConfig.load(domain=domain, answer_mode="quote"), embedder=embedder)
             for split in args.split:
                 x, y = collect_features(bot, split)
                 xs.append(x)
