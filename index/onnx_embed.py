@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def _key(model_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+# two threads exporting two encoders at once (the intent classifier's in a new assistant, an evidence
+# encoder's in another's warm-up thread) failed in torch: "GLOBALS.in_onnx_export must be False"
+_EXPORTING = threading.Lock()
+
+
 def quantized_model(model_dir: Path) -> Path:
     """Path of the int8 ONNX file for a local model directory, exporting it on first use."""
     target = cache_dir() / "onnx" / f"{model_dir.name}-{_key(model_dir)}"
@@ -82,7 +88,8 @@ def quantized_model(model_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            _export(model_dir, tmp)
+            with _EXPORTING:  # torch.onnx.export keeps global state: one export at a time in a process
+                _export(model_dir, tmp)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

@@ -125,7 +125,7 @@ def ensure_evidence_encoder(pack, embedder: Embedder, records: Iterable[dict], d
     name = f"{pack.name}-{hashlib.sha256(recipe).hexdigest()[:12]}"
     target = Path(data_dir) / "evidence-encoders" / name
     cached = cache_dir() / "evidence-encoders" / name
-    for place in (target, cached):
+    for place in (cached, target):  # the cache's copy first: one path per machine, so one ONNX export of it
         if (place / "modules.json").exists():
             return _loaded(place, embedder)
     pairs = training_pairs(records)
@@ -162,7 +162,7 @@ def ensure_evidence_encoder(pack, embedder: Embedder, records: Iterable[dict], d
     if saved is None:
         raise SettingError(f"cannot save the {pack.name} pack's evidence encoder in {target.parent} or "
                            f"{cached.parent}: make the data directory (--data-dir, $RA_DATA_DIR) writable")
-    return _loaded(saved, embedder)
+    return _loaded(cached if (cached / "modules.json").exists() else saved, embedder)
 
 
 _LOADED: dict[tuple, Embedder] = {}
