@@ -283,6 +283,37 @@ def test_onnx_vector_does_not_depend_on_the_other_texts(embedder):
         assert np.allclose(vectors[batch.index(text)], alone, atol=1e-6)
 
 
+def test_two_encoders_exported_at_once_in_one_process_both_work(tmp_path, monkeypatch, embedder):
+    """A new assistant exports its intent encoder while another's warm-up thread exports its evidence encoder:
+    torch.onnx keeps global state, and two exports at once failed ("GLOBALS.in_onnx_export must be False")."""
+    import shutil
+    import threading
+
+    from index.embed import Embedder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing exported yet
+    copy = tmp_path / "a-copy-of-the-encoder"
+    shutil.copytree(embedder.path, copy)
+    encoders = [Embedder(backend="onnx-int8"), Embedder(spec=str(copy), backend="onnx-int8")]
+    text = "How much is an international wire?"
+    vectors, errors = [None, None], []
+
+    def encode(i: int) -> None:
+        try:
+            vectors[i] = encoders[i].encode([text])[0]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=encode, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert np.allclose(vectors[0], vectors[1], atol=1e-5)
+    assert len(list((tmp_path / "cache" / "regulated-assistant" / "onnx").glob("*/model_int8.onnx"))) == 2
+
+
 @pytest.mark.parametrize("config, expected", [
     ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, "mean"),
     ({"pooling_mode_cls_token": True}, "cls"),
