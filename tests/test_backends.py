@@ -151,6 +151,31 @@ def test_llamacpp_answers_the_same_as_transformers_on_the_same_weights(llama_gen
     assert ours[:4] == theirs[:4]
 
 
+def test_weight_repacking_is_off_on_a_cpu_with_amx_unless_the_setting_says(monkeypatch):
+    """llama.cpp's AMX weight buffer crashed the first decode on an AMX Xeon: repacking is off there by default."""
+    monkeypatch.delenv("RA_LLAMA_REPACK", raising=False)
+    monkeypatch.setattr(llamacpp, "cpu_has_amx", lambda: True)
+    assert not llamacpp.weight_repacking()
+    monkeypatch.setenv("RA_LLAMA_REPACK", "1")
+    assert llamacpp.weight_repacking()
+    monkeypatch.setattr(llamacpp, "cpu_has_amx", lambda: False)
+    monkeypatch.delenv("RA_LLAMA_REPACK")
+    assert llamacpp.weight_repacking()
+    monkeypatch.setenv("RA_LLAMA_REPACK", "off")
+    assert not llamacpp.weight_repacking()
+
+
+@needs_llamacpp
+def test_llamacpp_answers_without_weight_repacking_and_restores_the_defaults(monkeypatch):
+    """The bundled model loaded with repacking off (the AMX path) answers; llama.cpp's defaults are back after."""
+    import llama_cpp.llama_cpp as lib
+
+    monkeypatch.setenv("RA_LLAMA_REPACK", "0")
+    generator = llamacpp.LlamaCppGenerator("bundled")
+    assert "paris" in "".join(generator.stream(CAPITAL, GenerationSettings(max_new_tokens=12))).lower()
+    assert lib.llama_model_default_params().use_extra_bufts, "the wrapped defaults do not outlive the load"
+
+
 def test_llamacpp_refuses_adapters_and_non_gguf_models():
     with pytest.raises(ModelSpecError, match="merge it and export a GGUF"):
         llamacpp.LlamaCppGenerator("bundled", adapter="runs/x/adapter")

@@ -118,6 +118,62 @@ def model_file(spec: str, quant: str = "auto") -> Path:
     return path if quant == "as-is" else requantised(path, quant)
 
 
+def cpu_has_amx() -> bool:
+    """True when the CPU offers Intel AMX (Sapphire Rapids and later Xeons), read from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return "amx_int8" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def weight_repacking() -> bool:
+    """Whether llama.cpp may repack the weights into its extra CPU buffer types (AMX, CPU_REPACK).
+
+    Off on a CPU with AMX: llama.cpp compiled for such a CPU (`-march=native`) puts the weights in its AMX
+    buffer, and the first decode crashed the process with a segmentation fault (llama-cpp-python 0.3.36 on a
+    2-core Xeon VM with amx_int8, 2026-12-02; ggml-org/llama.cpp#20824). Without repacking the same build
+    answers. `RA_LLAMA_REPACK=1` forces it on, `0` off."""
+    setting = os.environ.get("RA_LLAMA_REPACK", "").strip().lower()
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    if setting in ("0", "false", "no", "off"):
+        return False
+    return not cpu_has_amx()
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+class _model_params:
+    """While a Llama loads: its model parameters with `use_extra_bufts` as `weight_repacking()` says.
+    llama-cpp-python's `Llama` does not take that parameter, so its default-parameter function is wrapped for
+    the duration of the load (under a lock: one load at a time changes it)."""
+
+    def __enter__(self):
+        import llama_cpp.llama_cpp as lib
+
+        _PARAMS_LOCK.acquire()
+        self.lib, self.original = lib, lib.llama_model_default_params
+        if not weight_repacking():
+            original = self.original
+
+            def without_repacking():
+                params = original()
+                params.use_extra_bufts = False
+                return params
+
+            lib.llama_model_default_params = without_repacking
+        return self
+
+    def __exit__(self, *exc):
+        self.lib.llama_model_default_params = self.original
+        _PARAMS_LOCK.release()
+
+
 def cpu_threads() -> int:
     """The cores this process may use (llama-cpp-python's own default is half of them)."""
     try:
@@ -148,9 +204,10 @@ class LlamaCppGenerator:
         started = time.time()
         threads = threads or cpu_threads()
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512, n_threads=threads,
-                             n_threads_batch=threads, n_gpu_layers=gpu_layers, flash_attn=True,
-                             verbose=False)
+            with _model_params():
+                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512, n_threads=threads,
+                                 n_threads_batch=threads, n_gpu_layers=gpu_layers, flash_attn=True,
+                                 verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise ModelSpecError(f"model spec '{spec}' could not be loaded by llama.cpp: {exc}") from exc
         self.load_seconds = time.time() - started
@@ -204,7 +261,8 @@ def start_server(gguf: Path, port: int, *, alias: str = "smollm2-135m", threads:
 
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+    # llama.cpp's own server, started through assistant.llm.llamacpp_server (weight repacking as above)
+    proc = subprocess.Popen([sys.executable, "-m", "assistant.llm.llamacpp_server", "--model", str(gguf), "--model_alias", alias,
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
                              "--n_threads", str(threads or cpu_threads()), "--flash_attn", "true"],
                             stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
