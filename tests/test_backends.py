@@ -27,6 +27,7 @@ from assistant.llm.generate import (
 )
 from assistant.llm.models import ModelSpecError, load_llm
 from assistant.tools import free_port
+from index.errors import SettingError
 from tests.conftest import ROOT, run_cli
 
 needs_llamacpp = pytest.mark.skipif(not llamacpp.available(),
@@ -174,6 +175,17 @@ def test_llamacpp_answers_without_weight_repacking_and_restores_the_defaults(mon
     generator = llamacpp.LlamaCppGenerator("bundled")
     assert "paris" in "".join(generator.stream(CAPITAL, GenerationSettings(max_new_tokens=12))).lower()
     assert lib.llama_model_default_params().use_extra_bufts, "the wrapped defaults do not outlive the load"
+
+
+def test_llamacpp_threads_follow_the_setting_and_reject_nonsense(monkeypatch):
+    monkeypatch.delenv("RA_LLAMA_THREADS", raising=False)
+    assert llamacpp.cpu_threads() == llamacpp.available_cores()
+    monkeypatch.setenv("RA_LLAMA_THREADS", "1")
+    assert llamacpp.cpu_threads() == 1
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("RA_LLAMA_THREADS", bad)
+        with pytest.raises(SettingError, match="RA_LLAMA_THREADS must be a whole number"):
+            llamacpp.cpu_threads()
 
 
 def test_llamacpp_refuses_adapters_and_non_gguf_models():

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from assistant.serving.api import Message, conversation, history_of, produce
-from assistant.serving.serve import ApiTokens, TokensError
+from assistant.serving.serve import ApiTokens, TokensError, worker_environment
 from assistant.tools import free_port, stop
 from assistant.tools.bench_serve import wait_ready
 from tests.conftest import ROOT, run_cli
@@ -346,3 +346,16 @@ def test_bench_serve_two_workers_on_one_postgresql_audit_store(tmp_path, embedde
     assert report["answered"] == 8 and report["errors"] == 0
     assert report["audited_once"] == 8 and report["audit_missing"] == 0 and report["audit_duplicated"] == 0
     assert report["audited_with_user"] == 8 and sum(report["answers_per_worker"]) == 8
+
+
+def test_workers_share_the_cores_out_among_their_llamacpp_threads(monkeypatch):
+    """`serve --workers N`: each worker's llama.cpp gets cores // N threads, unless RA_LLAMA_THREADS is set."""
+    from assistant.llm import llamacpp
+
+    monkeypatch.delenv("RA_LLAMA_THREADS", raising=False)
+    monkeypatch.setattr(llamacpp, "available_cores", lambda: 8)
+    assert worker_environment(2)["RA_LLAMA_THREADS"] == "4"
+    assert worker_environment(16)["RA_LLAMA_THREADS"] == "1"
+    assert "RA_LLAMA_THREADS" not in worker_environment(1)
+    monkeypatch.setenv("RA_LLAMA_THREADS", "3")
+    assert worker_environment(2)["RA_LLAMA_THREADS"] == "3"

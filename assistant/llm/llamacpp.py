@@ -174,12 +174,25 @@ class _model_params:
         _PARAMS_LOCK.release()
 
 
-def cpu_threads() -> int:
-    """The cores this process may use (llama-cpp-python's own default is half of them)."""
+def available_cores() -> int:
+    """The cores this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_threads() -> int:
+    """The threads llama.cpp runs on: `RA_LLAMA_THREADS` when set, else every core this process may use
+    (llama-cpp-python's own default is half of them). Processes that each run llama.cpp on the same cores
+    must share them out (`serve --workers N` does): its threads wait for each other by spinning, and two
+    2-thread processes on 2 cores took over 10 times as long as one."""
+    setting = os.environ.get("RA_LLAMA_THREADS", "").strip()
+    if not setting:
+        return available_cores()
+    if not setting.isdigit() or int(setting) < 1:
+        raise SettingError(f"RA_LLAMA_THREADS must be a whole number of threads, at least 1 (got {setting!r})")
+    return int(setting)
 
 
 class LlamaCppGenerator:

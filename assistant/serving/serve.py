@@ -219,6 +219,18 @@ def run_worker(host: str, port: int, parent: int) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def worker_environment(workers: int) -> dict[str, str]:
+    """The environment of each worker: the machine's cores shared out among the workers' llama.cpp threads
+    (`RA_LLAMA_THREADS`, unless set already). Each worker running llama.cpp on every core made them wait for
+    each other (llama.cpp's threads spin while they wait)."""
+    from assistant.llm.llamacpp import available_cores
+
+    env = dict(os.environ)
+    if workers > 1 and not env.get("RA_LLAMA_THREADS", "").strip():
+        env["RA_LLAMA_THREADS"] = str(max(1, available_cores() // workers))
+    return env
+
+
 def supervise(config: ServeConfig) -> int:
     """Start the worker processes, start a new one for any that dies, stop them all on SIGTERM or Ctrl-C."""
     import subprocess
@@ -234,8 +246,10 @@ def supervise(config: ServeConfig) -> int:
         signal.signal(sig, lambda *_: stop.set())
     code = f"from assistant.serving.serve import run_worker; run_worker({config.host!r}, {config.port}, {os.getpid()})"
 
+    env = worker_environment(config.workers)
+
     def start() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        return subprocess.Popen([sys.executable, "-c", code], start_new_session=True, env=env)
 
     workers = [start() for _ in range(config.workers)]
     status = 0
