@@ -444,8 +444,13 @@ def test_ddp_and_fsdp_over_two_processes_on_cpu_train_the_same_adapter(tiny_data
     assert fsdp["eval_loss_after"] == pytest.approx(ddp["eval_loss_after"], abs=1e-4)
     a, b = runs["ddp"][1], runs["fsdp"][1]
     assert a.keys() == b.keys() and len(a) > 0
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert worst < 1e-4, f"the FSDP adapter differs from the DDP one by up to {worst}"
+    # the two paths sum gradients in a different order, and Adam turns a rounding difference in a gradient near
+    # zero into a step of up to the learning rate (an AMX Xeon saw 1.4e-4 where others saw under 1e-4): each
+    # tensor is compared with how far it reaches, so a lost or repeated step (a sixth of the training, about
+    # 17 % of a LoRA B tensor) still fails
+    worst = max(float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-8)) for k in a)
+    print(f"largest difference per tensor, relative to the tensor's largest value: {worst:.2e}")
+    assert worst < 0.03, f"the FSDP adapter differs from the DDP one by up to {worst:.1%} of a tensor's largest value"
 
 
 def test_parallel_mode_follows_the_launcher(monkeypatch):
