@@ -186,7 +186,7 @@ def cpu_threads() -> int:
     """The threads llama.cpp runs on: `RA_LLAMA_THREADS` when set, else every core this process may use
     (llama-cpp-python's own default is half of them). Processes that each run llama.cpp on the same cores
     must share them out (`serve --workers N` does): its threads wait for each other by spinning, and two
-    2-thread processes on 2 cores took over 10 times as long as one."""
+    processes decoding at once on 2 cores made 19 tokens/s each with 2 threads apiece, 45 with 1 (82 alone)."""
     setting = os.environ.get("RA_LLAMA_THREADS", "").strip()
     if not setting:
         return available_cores()
