@@ -64,6 +64,9 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
                    help="how passages are found (default: hybrid = BM25 + dense, tuned)")
     p.add_argument("--no-spelling", dest="spelling", action="store_false", default=None,
                    help="search messages as typed (default: misspelled words are corrected to the documents' words)")
+    p.add_argument("--no-glossary", dest="glossary", action="store_false", default=None,
+                   help="search without the pack's glossary (default: a message that uses only an everyday word for "
+                        "a term of the documents, e.g. 'childrens floor' for Pediatrics, is searched with the term)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help=f"(default: {defaults['max_new_tokens'].default})")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (the default)")

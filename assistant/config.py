@@ -36,7 +36,7 @@ ENVIRONMENT = {
     "device": "RA_DEVICE", "data_dir": "RA_DATA_DIR", "backend": "RA_BACKEND", "base_url": "RA_OPENAI_BASE_URL",
     "gguf_quant": "RA_GGUF_QUANT", "grounding": "RA_GROUNDING", "answer_mode": "RA_ANSWER_MODE",
     "audit_url": "RA_AUDIT_URL", "intent_mode": "RA_INTENT_MODE", "spelling": "RA_SPELLING", "caution": "RA_CAUTION",
-    "evidence_encoder": "RA_EVIDENCE_ENCODER",
+    "evidence_encoder": "RA_EVIDENCE_ENCODER", "glossary": "RA_GLOSSARY",
 }
 SETTINGS_ENV = "RA_SETTINGS"  # a settings file, when --settings is not given
 
@@ -60,6 +60,9 @@ class AssistantConfig:
     min_score: float = DEFAULT_MIN_SCORE
     search_mode: str = "hybrid"  # hybrid, dense or bm25 (see index/search.py)
     spelling: bool = True  # correct misspelled words to the documents' words before searching (index/spelling.py)
+    # search with the documents' own term added when a message uses only an everyday word for it ("the childrens
+    # floor" -> Pediatrics): the pack's glossary.csv (assistant/understanding/glossary.py)
+    glossary: bool = True
     max_new_tokens: int = 160
     max_message_chars: int = 2000  # longer messages are answered with the limit, enforced here, not only in the UI
     temperature: float = 0.0

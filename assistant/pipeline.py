@@ -49,6 +49,7 @@ from assistant.llm.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
 from assistant.tools.grounding_fit import grounding_weights
 from assistant.understanding.condense import condense, is_followup, points_back
+from assistant.understanding.glossary import Glossary
 from assistant.understanding.intents import (
     OUT_OF_SCOPE,
     IntentClassifier,
@@ -138,7 +139,8 @@ class Response:
     evidence: list[dict] = field(default_factory=list)  # {"n", "text", "source", "title", "section", "score"}
     sentences: list[dict] = field(default_factory=list)  # {"text", "status": verified|quoted|removed, "reason"}
     offer: str | None = None  # a flow or handoff offered beside an answer ("how do I complain?")
-    query: str = ""  # what was searched (a follow-up condensed with the earlier topic, or the message)
+    query: str = ""  # what was searched (a follow-up condensed with the earlier topic, or the message; in brackets,
+    # the documents' terms the pack glossary added for everyday words)
     user: str | None = None  # who asked: the login name, when logins are on
     corrections: dict[str, str] = field(default_factory=dict)  # misspelled word -> what it was read as
 
@@ -283,6 +285,7 @@ class Assistant:
         if generator is not None:
             self.__dict__["generator"] = generator
         self.pack: DomainPack = load_pack(self.config.domain)
+        self.glossary = Glossary.read(self.pack.root / "glossary.csv") if self.config.glossary else Glossary()
         self.backend = choose_backend(self.config.backend, model=self.config.model, adapter=self.config.adapter,
                                       device=self.config.device, base_url=self.config.base_url)
         if self.backend != "openai":  # a served model's name is the server's business
@@ -639,18 +642,31 @@ class Assistant:
         sentences more closely, so a tie goes to the reading that keeps the context ("I am deaf, use TTY. How
         I call the hospital?" found the TTY relay line, 0.697; "How I call the hospital?" alone the 911
         sentence, 0.699)."""
-        pools = self.searcher.search_many(queries, k=config.pool_k, min_score=config.pool_min_score,
+        # a query that uses only an everyday word for a term of the documents is also searched with the term added
+        # (the glossary), and the sentences found so are the evidence; how sure that evidence is stays judged on
+        # the customer's own words, as is what they ask for (the kind of fact, the place named)
+        expanded = {query: self.glossary.expand(query) for query in queries}
+        searched = list(dict.fromkeys([*queries, *expanded.values()]))
+        pools = self.searcher.search_many(searched, k=config.pool_k, min_score=config.pool_min_score,
                                           mode=config.search_mode, session=session_id)
         # sentences that address the assistant (quarantined at index time) never become evidence
-        pools = [self.injection.clean(pool, self.searcher.store) for pool in pools]
+        pools = {text: self.injection.clean(pool, self.searcher.store) for text, pool in zip(searched, pools, strict=True)}
+        caution = CAUTION_LEVELS[config.caution]
         best: tuple[float, str, Selection, list[Hit]] | None = None
-        for query, pool in zip(queries, pools, strict=True):
-            found = (self.selector.assess(query, pool, asks, flag_below=CAUTION_LEVELS[config.caution]) if pool
-                     else Selection([], 0.0, False))
-            if (found.evidence and not found.flagged and self.second_opinion is not None
-                    and self.second_opinion.doubts(query, pool, asks, flag_below=CAUTION_LEVELS[config.caution])):
-                found = replace(found, flagged=True)
+        for query in queries:
+            pool = pools[query]
+            found = self.selector.assess(query, pool, asks, flag_below=caution) if pool else Selection([], 0.0, False)
+            doubted = (found.evidence and not found.flagged and self.second_opinion is not None
+                       and self.second_opinion.doubts(query, pool, asks, flag_below=caution))
+            # the readings compete on the customer's own words too
             score = found.evidence[0].score if found.evidence else -1.0
+            if found.evidence and expanded[query] != query and pools[expanded[query]]:
+                termed = self.selector.assess(expanded[query], pools[expanded[query]], asks or query, flag_below=caution,
+                                              probability=found.probability)
+                if termed.evidence:
+                    found, pool = termed, pools[expanded[query]]
+            if doubted:
+                found = replace(found, flagged=True)
             if best is None or score - (READING_MARGIN if query in shorter else 0.0) > best[0]:
                 best = (score, query, found, pool)
         return best
@@ -696,7 +712,8 @@ class Assistant:
         query, found, pool = probe or self._find_evidence(message, history, config, session_id)
         evidence = found.evidence
         retrieval_ms = (time.perf_counter() - t0) * 1000
-        base = {**base, "answer_mode": config.answer_mode, "query": query}
+        # the query as searched: with the documents' terms the glossary added ("... childrens floor (pediatrics)")
+        base = {**base, "answer_mode": config.answer_mode, "query": self.glossary.expand(query)}
         if not evidence:
             response = Response(answer=self.pack.reply("no_answer"), done=True, grounded=False, confidence=0.0,
                                 refused=True, **base)

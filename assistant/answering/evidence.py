@@ -453,17 +453,23 @@ class EvidenceSelector:
         return self.answerable(question, ranked, hits, asks) < (w.flag_prob if flag_below is None else flag_below)
 
     def assess(self, question: str, hits: list[Hit], asks: str | None = None,
-               flag_below: float | None = None) -> Selection:
+               flag_below: float | None = None, probability: float | None = None) -> Selection:
         """The 1-`max_items` units that answer the question, best first, with the probability that they do;
         no evidence when none scores enough, `flagged` when they may not answer exactly this question (its
-        probability below `flag_below`, default the weights' `flag_prob`: see CAUTION_LEVELS).
+        probability below `flag_below`, default the weights' `flag_prob`: see CAUTION_LEVELS). `probability`:
+        that probability judged already, on other words (the customer's own, when the question ranks with the
+        documents' terms added: those terms are in the documents by construction, and would make a near-miss
+        look answered).
 
         `Evidence.n` is the index of the unit's passage in `hits` plus one (renumber after choosing sources)."""
         ranked = self.score(question, hits, asks)
         w = self.weights
         if not ranked or ranked[0][0] < w.answerable_above:
             return Selection([], 0.0, False)
-        prob = self.answerable(question, ranked, hits, asks) if w.answerable_coef else 1.0
+        if probability is not None:
+            prob = probability
+        else:
+            prob = self.answerable(question, ranked, hits, asks) if w.answerable_coef else 1.0
         if prob < w.answerable_prob:
             return Selection([], prob, False)
         best = ranked[0][0]

@@ -1,0 +1,90 @@
+"""The pack glossary: everyday words for the documents' terms (assistant/understanding/glossary.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.packs import load_pack
+from assistant.understanding.glossary import Glossary
+from index.errors import SettingError
+
+SAMPLE = "term,also\npediatrics,children's|childrens|kids floor\nrouting number,ABA number|aba\n"
+
+
+def test_a_message_with_an_everyday_word_gets_the_term():
+    glossary = Glossary.parse(SAMPLE)
+    assert glossary.terms_for("how many of us can be on the Childrens floor at once?") == ["pediatrics"]
+    assert glossary.terms_for("what are the hours on the children\u2019s floor") == ["pediatrics"]
+    assert glossary.expand("whats your ABA number") == "whats your ABA number (routing number)"
+
+
+def test_no_term_added_when_the_message_names_it_or_only_shares_part_of_a_word():
+    glossary = Glossary.parse(SAMPLE)
+    assert glossary.expand("is the aba routing number on my checks?") == "is the aba routing number on my checks?"
+    assert glossary.terms_for("my kids are with me") == []  # "kids floor" is the phrase, not "kids"
+    assert glossary.terms_for("abacus") == []
+    assert Glossary().expand("anything") == "anything"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("pediatrics,children\n", "first line must be the header"),
+    ("term,also\npediatrics\n", "line 2: expected two columns"),
+    ("term,also\npediatrics,kids,extra\n", "line 2: expected two columns"),
+    ("term,also\n,kids\n", "line 2: a term and at least one other word"),
+    ("term,also\npediatrics,pediatrics\n", "line 2: a term and at least one other word"),
+])
+def test_a_malformed_glossary_names_the_line_to_fix(text, message):
+    with pytest.raises(SettingError, match=message):
+        Glossary.parse(text)
+
+
+def test_a_missing_file_is_an_empty_glossary_and_a_binary_one_a_clear_error(tmp_path):
+    assert len(Glossary.read(tmp_path / "glossary.csv")) == 0
+    (tmp_path / "glossary.csv").write_bytes(b"term,also\n\xff\xfe\x00bad")
+    with pytest.raises(SettingError, match="not UTF-8"):
+        Glossary.read(tmp_path / "glossary.csv")
+
+
+@pytest.mark.parametrize("domain", ["bank", "hospital"])
+def test_every_pack_term_is_written_as_its_documents_write_it(domain):
+    """A glossary term the documents never use would add a word the search cannot meet."""
+    from index.ingest import load_document
+
+    pack = load_pack(domain)
+    glossary = Glossary.read(pack.root / "glossary.csv")
+    assert len(glossary) >= 30
+    documents = [load_document(p) for p in sorted(pack.docs_dir.iterdir())]
+    read = " ".join(f"{d.title} {' '.join(s.headings)} {s.text}" for d in documents for s in d.sections)
+    read = " ".join(read.lower().replace("\u2019", "'").split())
+    missing = [term for term, _ in glossary.entries if term not in read]
+    assert not missing, missing
+
+
+def test_an_everyday_word_finds_the_documents_sentence_and_confidence_stays_on_the_customers_words(bank_bot):
+    """"bounced" is what the fee schedule calls a returned item: with the glossary the $12 fee for a deposited check
+    returned unpaid is in the evidence; without it the evidence is stop payments and the NSF fee. How sure the
+    evidence is does not move: the added term is in the documents by construction."""
+    question = "somebody's check bounced after I deposited it - what's your charge?"
+    glossary = bank_bot.glossary
+    assert "returned item" in glossary.terms_for(question)
+    with_terms = bank_bot._find_evidence(question, [], bank_bot.config)[1]
+    try:
+        bank_bot.glossary = Glossary()
+        without = bank_bot._find_evidence(question, [], bank_bot.config)[1]
+    finally:
+        bank_bot.glossary = glossary
+    assert any("$12" in e.text and "returned" in e.text for e in with_terms.evidence)
+    assert not any("$12" in e.text for e in without.evidence)
+    assert with_terms.probability == without.probability
+    response = bank_bot.respond(question)
+    assert "$12" in response.answer
+    assert response.query.endswith("(returned item)")  # the reviewer sees what was searched
+
+
+def test_the_glossary_setting_turns_it_off(data_dir, bank_bot):
+    from assistant import Assistant, AssistantConfig
+
+    bot = Assistant(AssistantConfig(domain="bank", data_dir=data_dir, glossary=False, answer_mode="quote"),
+                    embedder=bank_bot.embedder)
+    assert len(bot.glossary) == 0
+    assert AssistantConfig.load(env={"RA_GLOSSARY": "off"}).glossary is False
