@@ -13,6 +13,7 @@ SAMPLE = "term,also\npediatrics,children's|childrens|kids floor\nrouting number,
 
 def test_a_message_with_an_everyday_word_gets_the_term():
     glossary = Glossary.parse(SAMPLE)
+    assert len(glossary) == 2
     assert glossary.terms_for("how many of us can be on the Childrens floor at once?") == ["pediatrics"]
     assert glossary.terms_for("what are the hours on the children\u2019s floor") == ["pediatrics"]
     assert glossary.expand("whats your ABA number") == "whats your ABA number (routing number)"
@@ -38,8 +39,10 @@ def test_a_malformed_glossary_names_the_line_to_fix(text, message):
         Glossary.parse(text)
 
 
-def test_a_missing_file_is_an_empty_glossary_and_a_binary_one_a_clear_error(tmp_path):
+def test_a_glossary_file_is_read_and_a_missing_or_binary_one_handled(tmp_path):
     assert len(Glossary.read(tmp_path / "glossary.csv")) == 0
+    (tmp_path / "glossary.csv").write_text("\ufeff" + SAMPLE, encoding="utf-8")  # as a spreadsheet saves it
+    assert Glossary.read(tmp_path / "glossary.csv").terms_for("whats your aba") == ["routing number"]
     (tmp_path / "glossary.csv").write_bytes(b"term,also\n\xff\xfe\x00bad")
     with pytest.raises(SettingError, match="not UTF-8"):
         Glossary.read(tmp_path / "glossary.csv")
