@@ -244,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if args.set in (split, "both") and (bot.pack.root / split).is_dir():
                 reports.append((split, evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
                                                     split=split, typos=args.typos, style=args.style)))
-        if args.set in ("fit", "fit2", "fit3"):
+        if args.set in ("fit", "fit2", "fit3", "fit4"):
             reports.append((args.set, evaluate_dev(bot, limit=args.limit, progress=not args.json, dump=dumped,
                                                    split=args.set, typos=args.typos, style=args.style)))
     if args.dump:
@@ -255,7 +255,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name, report in reports:
             title = {"dev": "customer-phrased dev set", "dev2": "second customer-phrased dev set",
                      "fit": "customer-phrased fitting set", "fit2": "second customer-phrased fitting set",
-                     "fit3": "third customer-phrased set"}.get(
+                     "fit3": "third customer-phrased set", "fit4": "fourth customer-phrased set"}.get(
                 name, "eval set (written beside the code)")
             print(f"\n== {report.domain}: {title} ==\n{report.table()}")
     return 0
@@ -383,11 +383,12 @@ def parser() -> argparse.ArgumentParser:
     add_config_args(ev)
     ev.set_defaults(domain=None)
     ev.add_argument("--limit", type=int, default=None, help="at most N questions of each set")
-    ev.add_argument("--set", default="both", choices=("eval", "dev", "dev2", "both", "fit", "fit2", "fit3"),
+    ev.add_argument("--set", default="both", choices=("eval", "dev", "dev2", "both", "fit", "fit2", "fit3", "fit4"),
                     help="dev: the customer-phrased set written from the documents only (never fitted on); "
                          "dev2: a second one, by another author, measured once per change that lands; "
                          "fit, fit2: the customer-phrased sets that thresholds are fitted on (for trying a change); "
-                         "fit3: a third, written 2026-12-01 and held out when first measured; "
+                         "fit3: a third, written 2026-12-01 and held out when first measured; fit4: a fourth, "
+                         "written 2026-12-03; "
                          "both: eval, dev and dev2")
     ev.add_argument("--typos", type=int, default=0,
                     help="dev/fit sets: put N seeded typos into every message (robustness to typing)")
