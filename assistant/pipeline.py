@@ -656,16 +656,17 @@ class Assistant:
         for query in queries:
             pool = pools[query]
             found = self.selector.assess(query, pool, asks, flag_below=caution) if pool else Selection([], 0.0, False)
-            doubted = (found.evidence and not found.flagged and self.second_opinion is not None
-                       and self.second_opinion.doubts(query, pool, asks, flag_below=caution))
             # the readings compete on the customer's own words too
             score = found.evidence[0].score if found.evidence else -1.0
+            termed = None
             if found.evidence and expanded[query] != query and pools[expanded[query]]:
                 termed = self.selector.assess(expanded[query], pools[expanded[query]], asks or query, flag_below=caution,
                                               probability=found.probability)
-                if termed.evidence:
-                    found, pool = termed, pools[expanded[query]]
-            if doubted:
+            if termed is not None and termed.evidence:
+                found, pool = termed, pools[expanded[query]]
+            # the second opinion judges whatever is shown as sure, on the customer's words and their own pool
+            if (found.evidence and not found.flagged and self.second_opinion is not None
+                    and self.second_opinion.doubts(query, pools[query], asks, flag_below=caution)):
                 found = replace(found, flagged=True)
             if best is None or score - (READING_MARGIN if query in shorter else 0.0) > best[0]:
                 best = (score, query, found, pool)

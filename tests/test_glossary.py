@@ -27,8 +27,43 @@ def test_no_term_added_when_the_message_names_it_or_only_shares_part_of_a_word()
     assert Glossary().expand("anything") == "anything"
 
 
+def test_phrases_match_as_customers_write_them():
+    """Hyphens, plurals, possessives and quotes do not hide a phrase; the longest phrase at a place wins; an
+    amount is not an emergency number; the term named in any of these forms is not added again."""
+    glossary = Glossary.parse("term,also\natm,cash machine\ncut-off time,deadline\nrouting number,aba\n"
+                              "overdraft coverage,bounce protection\nreturned item,bounce|bounced\n911,112|999\n"
+                              "x-ray,radiograph\n")
+    assert glossary.terms_for("do the cash machines near me charge?") == ["atm"]
+    assert glossary.terms_for("is the atm's screen broken? the cash machine ate my card") == []
+    assert glossary.terms_for("what is an \u2018ABA\u2019 number") == ["routing number"]
+    assert glossary.terms_for("what's the cut off time, the deadline for wires") == []  # named without the hyphen
+    assert glossary.terms_for("what is bounce protection") == ["overdraft coverage"]  # not also "returned item"
+    assert glossary.terms_for("I paid $112 last week and my bill says 999.00") == []
+    assert glossary.terms_for("in europe i would call 112") == ["911"]
+    assert glossary.terms_for("an x\u2011ray, a radiograph") == []  # a non-breaking hyphen
+    assert Glossary.parse("term,also\nwi-fi,wifi\n").expand("is there wifi") == "is there wifi (wi-fi)"
+
+
+def test_the_pack_glossaries_leave_ordinary_messages_alone():
+    """A broad everyday word ("kids", "dead", "salary") would send an ordinary question to another topic."""
+    bank = Glossary.read(load_pack("bank").root / "glossary.csv")
+    hospital = Glossary.read(load_pack("hospital").root / "glossary.csv")
+    for text in ("my card is dead, can I get a new one?", "what salary do I need for a mortgage",
+                 "what is the interpretation of this fee", "my kids are with me, can we come in together?"):
+        assert bank.terms_for(text) == [], text
+    for text in ("can my kids visit the ICU?", "can my child come to the ICU with me", "I paid $112, is that right?",
+                 "my bill says 999.00", "can my pals visit tonight", "what is the interpretation of my results",
+                 "is there wireless charging in the rooms", "where do I check in at reception"):
+        assert hospital.terms_for(text) == [], text
+    assert hospital.terms_for("where is the kids floor") == ["pediatrics"]
+    assert hospital.terms_for("how much is an ER visit") == ["emergency department"]
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("pediatrics,children\n", "first line must be the header"),
+    ("", "first line must be the header"),
+    ("term,also\nnicu,\"baby icu|scbu\natm,cash machine\n", "line 2: .*quote"),  # a quote never closed
+    ("term,also\n" + "atm,cash machine\n" * 5001, "more than 5000 rows; the file is rejected"),
     ("term,also\npediatrics\n", "line 2: expected two columns"),
     ("term,also\npediatrics,kids,extra\n", "line 2: expected two columns"),
     ("term,also\n,kids\n", "line 2: a term and at least one other word"),
@@ -39,8 +74,22 @@ def test_a_malformed_glossary_names_the_line_to_fix(text, message):
         Glossary.parse(text)
 
 
+def test_a_spreadsheet_export_and_blank_rows_are_read():
+    glossary = Glossary.parse("\ufeffterm,also,\n\n\npediatrics,kids floor,\n" + "\n" * 6000 + "atm,cash machine\n")
+    assert glossary.entries == (("pediatrics", ("kids floor",)), ("atm", ("cash machine",)))
+    with pytest.raises(SettingError, match="line 3: expected two columns"):
+        Glossary.parse('term,also\nnicu,"baby icu, preemie unit"\nbad row,a,b\n')
+    with pytest.raises(SettingError, match="line 2: a cell runs over several lines"):
+        Glossary.parse('term,also\nnicu,"baby icu|\npreemie unit"\natm,cash machine\n')
+    with pytest.raises(SettingError, match="expected .term, .everyday word"):
+        Glossary((("pediatrics", "kids"),))  # a string where a tuple of words belongs
+
+
 def test_a_glossary_file_is_read_and_a_missing_or_binary_one_handled(tmp_path):
     assert len(Glossary.read(tmp_path / "glossary.csv")) == 0
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(SettingError, match="not a file"):
+        Glossary.read(tmp_path / "folder.csv")
     (tmp_path / "glossary.csv").write_text("\ufeff" + SAMPLE, encoding="utf-8")  # as a spreadsheet saves it
     assert Glossary.read(tmp_path / "glossary.csv").terms_for("whats your aba") == ["routing number"]
     (tmp_path / "glossary.csv").write_bytes(b"term,also\n\xff\xfe\x00bad")

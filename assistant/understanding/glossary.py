@@ -15,21 +15,45 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import SettingError
 
 MAX_ROWS = 5_000
+MAX_CELL = 2_000  # characters in one cell: a longer one is a broken file (a stray quote), not a glossary row
+_DASHES = str.maketrans({c: " " for c in "-\u2010\u2011\u2012\u2013\u2014"})
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+
+
+def _clean(text: str) -> str:
+    """Lower case, one form of each letter (NFC) and of each quote, one space between words."""
+    return " ".join(unicodedata.normalize("NFC", text).casefold().translate(_QUOTES).split())
 
 
 def _normal(text: str) -> str:
-    return " ".join(text.lower().replace("\u2019", "'").replace("\u2018", "'").split())
+    """`_clean`, with hyphens and dashes read as spaces: "cut-off time" and "cut off time" are one phrase."""
+    return " ".join(_clean(text).translate(_DASHES).split())
 
 
-def _phrase(text: str) -> re.Pattern:
-    words = [re.escape(w) for w in _normal(text).split()]
-    return re.compile(r"(?<![\w'])" + r"[\s-]+".join(words) + r"(?![\w'])")
+def _words(text: str) -> list[str]:
+    # "$112" and "999.00" are amounts, not the emergency numbers 112 and 999
+    return re.findall(r"\$?[^\W_]+(?:['.,&#+][^\W_]+)*|[&#+]", text)
+
+
+def _key(word: str) -> str:
+    """A word without its possessive or plural ending: "atm's", "atms" and "atm" are one word."""
+    word = word.removesuffix("'s").removesuffix("'")
+    if len(word) > 3 and word.endswith("es") and word[-3] in "sxz":
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _phrase(text: str) -> tuple[str, ...]:
+    return tuple(_key(w) for w in _words(_normal(text)))
 
 
 @dataclass(frozen=True)
@@ -39,8 +63,19 @@ class Glossary:
     entries: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
-        compiled = [(term, _phrase(term), tuple(_phrase(a) for a in also)) for term, also in self.entries]
-        object.__setattr__(self, "_compiled", compiled)
+        by_first: dict[str, list[tuple[tuple[str, ...], int, bool]]] = {}
+        for n, entry in enumerate(self.entries):
+            if (not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], str)
+                    or not isinstance(entry[1], tuple) or not all(isinstance(a, str) for a in entry[1])):
+                raise SettingError(f"glossary entry {n + 1}: expected (term, (everyday word, ...)), got {entry!r}")
+            term, also = entry
+            for text, is_term in ((term, True), *((a, False) for a in also)):
+                words = _phrase(text)
+                if words:
+                    by_first.setdefault(words[0], []).append((words, n, is_term))
+        for candidates in by_first.values():
+            candidates.sort(key=lambda c: -len(c[0]))  # the longest phrase first
+        object.__setattr__(self, "_by_first", by_first)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -52,41 +87,76 @@ class Glossary:
         path = Path(path)
         if not path.exists():
             return cls()
+        if not path.is_file():
+            raise SettingError(f"{path}: not a file; the glossary is a CSV file with the header `term,also`")
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise SettingError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+        except OSError as exc:
+            raise SettingError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
         return cls.parse(text, str(path))
 
     @classmethod
     def parse(cls, text: str, where: str = "glossary") -> Glossary:
-        rows = list(csv.reader(io.StringIO(text)))
-        if not rows or [c.strip().lower() for c in rows[0]] != ["term", "also"]:
-            raise SettingError(f"{where}: the first line must be the header `term,also`")
-        if len(rows) > MAX_ROWS + 1:
-            raise SettingError(f"{where}: {len(rows) - 1} rows; at most {MAX_ROWS} are read")
+        text = text.removeprefix("\ufeff")
+        reader = csv.reader(io.StringIO(text), strict=True)
         entries: list[tuple[str, tuple[str, ...]]] = []
-        for line, row in enumerate(rows[1:], start=2):
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != 2:
-                raise SettingError(f"{where}, line {line}: expected two columns (term, also), found {len(row)}; "
-                                   "separate the everyday words with | inside the second column")
-            term = _normal(row[0])
-            also = tuple(dict.fromkeys(a for a in (_normal(x) for x in row[1].split("|")) if a and a != term))
-            if not term or not also:
-                raise SettingError(f"{where}, line {line}: a term and at least one other word for it are needed")
-            entries.append((term, also))
+        header = None
+        read = 0  # lines read before the row being read
+        try:
+            for row in reader:
+                line, read = read + 1, reader.line_num  # the line where this row starts
+                while row and not row[-1].strip():  # a spreadsheet's trailing empty cells
+                    row = row[:-1]
+                if header is None:
+                    header = [c.strip().lower() for c in row]
+                    if header != ["term", "also"]:
+                        raise SettingError(f"{where}: the first line must be the header `term,also`")
+                    continue
+                if not row:
+                    continue
+                if any("\n" in c or "\r" in c or len(c) > MAX_CELL for c in row):
+                    raise SettingError(f"{where}, line {line}: a cell runs over several lines or {MAX_CELL} "
+                                       "characters; look for a quote (\") that is not closed")
+                if len(row) != 2:
+                    raise SettingError(f"{where}, line {line}: expected two columns (term, also), found {len(row)}; "
+                                       "separate the everyday words with | inside the second column")
+                if len(entries) >= MAX_ROWS:
+                    raise SettingError(f"{where}: more than {MAX_ROWS} rows; the file is rejected (split the "
+                                       "pack or keep the terms customers most often name otherwise)")
+                term = _clean(row[0])  # kept as the documents write it ("wi-fi"), matched as a phrase
+                also = tuple(dict.fromkeys(a for a in (_clean(x) for x in row[1].split("|"))
+                                           if a and _phrase(a) and _phrase(a) != _phrase(term)))
+                if not _phrase(term) or not also:
+                    raise SettingError(f"{where}, line {line}: a term and at least one other word for it are needed")
+                entries.append((term, also))
+        except csv.Error as exc:
+            raise SettingError(f"{where}, line {read + 1}: not valid CSV ({exc}); look for a quote (\") "
+                               "that is not closed") from exc
+        if header is None:
+            raise SettingError(f"{where}: the first line must be the header `term,also`")
         return cls(tuple(entries))
 
     def terms_for(self, text: str) -> list[str]:
-        """The institution terms whose everyday words `text` uses while it does not name the term itself."""
-        low = _normal(text)
-        found: list[str] = []
-        for term, pattern, also in self._compiled:  # type: ignore[attr-defined]
-            if term not in found and not pattern.search(low) and any(a.search(low) for a in also):
-                found.append(term)
-        return found
+        """The institution terms whose everyday words `text` uses while it does not name the term itself. The
+        longest phrase at a place wins ("bounce protection" is one phrase, and its "bounce" names nothing more)."""
+        words = [_key(w) for w in _words(_normal(text))]
+        index = self._by_first  # type: ignore[attr-defined]
+        named = {n for at, word in enumerate(words) for phrase, n, is_term in index.get(word, ())
+                 if is_term and tuple(words[at:at + len(phrase)]) == phrase}
+        used: list[int] = []
+        at = 0
+        while at < len(words):
+            for phrase, n, is_term in index.get(words[at], ()):
+                if tuple(words[at:at + len(phrase)]) == phrase:
+                    if not is_term:
+                        used.append(n)
+                    at += len(phrase)
+                    break
+            else:
+                at += 1
+        return [self.entries[n][0] for n in dict.fromkeys(used) if n not in named]
 
     def expand(self, text: str) -> str:
         """`text` with the terms it means but does not name added in brackets (unchanged when there are none)."""
