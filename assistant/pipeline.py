@@ -318,7 +318,9 @@ class Assistant:
         self.embedder.encode(["warm-up"])  # load now, so a question's latency is its own work
         self.classifier.predict_one("warm-up")
         if self.config.spelling:
-            self.searcher.store.speller()  # count the index's words now (0.2 s for a pack, ~2 s at 13k chunks)
+            speller = self.searcher.store.speller()  # count the index's words now (0.2 s for a pack, ~2 s at 13k chunks)
+            # the glossary's everyday words are no misspellings of the documents' words ("echeck" is not "check")
+            self.searcher.keep = self.glossary.spelling_exceptions(speller.word)
 
     def _evidence_encoder(self, progress: bool) -> Embedder:
         """The encoder of the evidence's second opinion: the embedder tuned on the index's documents

@@ -144,16 +144,17 @@ class Searcher:
         self.store, self.embedder, self.reranker = store, embedder, reranker
         self.fusion = fusion or FusionConfig()
         self.spelling = spelling
+        self.keep: frozenset[str] = frozenset()  # words never corrected (a pack glossary's everyday words)
         self._lock = threading.Lock()
 
     def correct(self, query: str) -> str:
         """`query` with its misspelled words corrected to the index's words (index/spelling.py); as it is
         when `spelling` is off."""
-        return self.store.speller().correct(query) if self.spelling else query
+        return self.store.speller().correct(query, self.keep) if self.spelling else query
 
     def corrections(self, query: str) -> dict[str, str]:
         """{written word: corrected word} for the words `correct` changes."""
-        return self.store.speller().corrections(query) if self.spelling else {}
+        return self.store.speller().corrections(query, self.keep) if self.spelling else {}
 
     def search(self, query: str, k: int = 5, min_score: float = 0.0, mode: str = "hybrid",
                rerank: bool = False, exclude: set[str] | None = None, session: str | None = None) -> list[Hit]:
@@ -175,7 +176,7 @@ class Searcher:
             raise SettingError("reranking asked for but no reranker is configured (--reranker or RA_RERANKER)")
         store = self.store  # one version from start to end: row numbers never mix versions
         if self.spelling:
-            queries = [store.speller().correct(q) for q in queries]
+            queries = [store.speller().correct(q, self.keep) for q in queries]
         results: list[list[Hit]] = [[] for _ in queries]
         live = [i for i, q in enumerate(queries) if q.strip()]
         if not live or len(store) == 0:
@@ -208,7 +209,7 @@ class Searcher:
                              "build one with `python -m index build SRC --out DIR` and fit on it")
         hidden = store.hidden_rows(None)
         if self.spelling:
-            queries = [store.speller().correct(q) for q in queries]
+            queries = [store.speller().correct(q, self.keep) for q in queries]
         vectors = self.embedder.encode(list(queries))
         depth = self._depth(store, k)
         _, dense_rows = store.search_vectors(vectors, depth, hidden)

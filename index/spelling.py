@@ -131,7 +131,7 @@ class Speller:
         self.to_english = to_english
         self._prefixes: frozenset[str] | None = None
         self.english = english_words() if english is None else english
-        self._cache: dict[str, str] = {}
+        self._cache: dict[tuple[str, frozenset[str]], str] = {}
 
     @property
     def enabled(self) -> bool:
@@ -156,25 +156,27 @@ class Speller:
         """A word of the documents or of English (lower case)."""
         return word in self.words or word in self.english
 
-    def correct(self, text: str) -> str:
-        """`text` with misspelled words replaced; unchanged when nothing needs it (or correction is off)."""
+    def correct(self, text: str, keep: frozenset[str] = frozenset()) -> str:
+        """`text` with misspelled words replaced; unchanged when nothing needs it (or correction is off). `keep`:
+        words (lower case) left as typed whatever the documents hold, such as the everyday words of a pack's
+        glossary ("echeck", "Zelle", "Venmo": the documents lack them by design)."""
         if not self.enabled or not text:
             return text
-        cached = self._cache.get(text)
+        cached = self._cache.get((text, keep))
         if cached is None:
             loud = shouting(text)
-            cached = _TOKEN.sub(lambda m: self.word(m.group(), loud), text)
+            cached = _TOKEN.sub(lambda m: m.group() if m.group().lower() in keep else self.word(m.group(), loud), text)
             if len(self._cache) > 4096:
                 self._cache.clear()
-            self._cache[text] = cached
+            self._cache[(text, keep)] = cached
         return cached
 
-    def corrections(self, text: str) -> dict[str, str]:
+    def corrections(self, text: str, keep: frozenset[str] = frozenset()) -> dict[str, str]:
         """{written word: what `correct` makes of it} for the words it changes."""
         if not self.enabled:
             return {}
         loud = shouting(text)
-        return {w: c for w in _TOKEN.findall(text) if (c := self.word(w, loud)) != w}
+        return {w: c for w in _TOKEN.findall(text) if w.lower() not in keep and (c := self.word(w, loud)) != w}
 
     def word(self, word: str, loud: bool = False, english: bool = True) -> str:
         """One word as `correct` writes it. `loud`: the message is typed in capitals (see `shouting`), so a

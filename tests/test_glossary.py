@@ -140,3 +140,15 @@ def test_the_glossary_setting_turns_it_off(data_dir, bank_bot):
                     embedder=bank_bot.embedder)
     assert len(bot.glossary) == 0
     assert AssistantConfig.load(env={"RA_GLOSSARY": "off"}).glossary is False
+
+
+def test_spelling_correction_leaves_the_glossarys_own_words_alone(bank_bot):
+    """"zelle" and "venmo" are names the documents lack on purpose: corrected, they became "belle" and "venom"
+    and the glossary never saw them. A misspelling the glossary lists for its own term is still corrected."""
+    glossary = Glossary.parse("term,also\nquickpay,zelle|venmo\nprescription,perscription\n")
+    fixes = {"zelle": "belle", "venmo": "venom", "perscription": "prescription", "quickpay": "quickpay"}
+    assert glossary.spelling_exceptions(lambda w: fixes.get(w, w)) == {"zelle", "venmo"}
+    assert {"zelle", "venmo"} <= bank_bot.searcher.keep
+    read = bank_bot.read("can i send money with zelle or venmo")
+    assert "zelle" in read and "venmo" in read, read
+    assert bank_bot.read("whats the quikpay limit") != "whats the quikpay limit"  # other words are still corrected

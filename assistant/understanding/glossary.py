@@ -16,6 +16,7 @@ import csv
 import io
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,20 @@ class Glossary:
             else:
                 at += 1
         return [self.entries[n][0] for n in dict.fromkeys(used) if n not in named]
+
+    def spelling_exceptions(self, correct: Callable[[str], str]) -> frozenset[str]:
+        """The glossary's words (lower case) that the spelling correction `correct` (one word in, one out) would
+        turn into a word of another meaning: "echeck" is not a misspelled "check", nor "venmo" "venom", nor
+        "zelle" "belle". A misspelling the glossary lists for its own term ("perscription") may still be
+        corrected to it."""
+        keep: set[str] = set()
+        for term, also in self.entries:
+            own = set(re.findall(r"[^\W\d_]+", " ".join((term, *also))))
+            for word in own:
+                fixed = correct(word).lower()
+                if fixed != word and not set(re.findall(r"[^\W\d_]+", fixed)) <= own:
+                    keep.add(word)
+        return frozenset(keep)
 
     def expand(self, text: str) -> str:
         """`text` with the terms it means but does not name added in brackets (unchanged when there are none)."""
