@@ -494,8 +494,8 @@ class Assistant:
                 and len(message.split()) >= 4):
             probe = self._find_evidence(message, history, config, session_id)
             found = probe[1]
-            if (found.evidence and not found.flagged
-                    and found.evidence[0].score >= OVERRIDE_SCORE):
+            own = found.own_score if found.own_score is not None else (found.evidence[0].score if found.evidence else 0.0)
+            if found.evidence and not found.flagged and own >= OVERRIDE_SCORE:  # on the customer's own words
                 action = "answer"
             else:
                 probe = None
@@ -665,7 +665,7 @@ class Assistant:
                 termed = self.selector.assess(expanded[query], pools[expanded[query]], asks or query, flag_below=caution,
                                               probability=found.probability)
             if termed is not None and termed.evidence:
-                found, pool = termed, pools[expanded[query]]
+                found, pool = replace(termed, searched=expanded[query], own_score=score), pools[expanded[query]]
             # the second opinion judges whatever is shown as sure, on the customer's words and their own pool
             if (found.evidence and not found.flagged and self.second_opinion is not None
                     and self.second_opinion.doubts(query, pools[query], asks, flag_below=caution)):
@@ -716,7 +716,7 @@ class Assistant:
         evidence = found.evidence
         retrieval_ms = (time.perf_counter() - t0) * 1000
         # the query as searched: with the documents' terms the glossary added ("... childrens floor (pediatrics)")
-        base = {**base, "answer_mode": config.answer_mode, "query": self.glossary.expand(query)}
+        base = {**base, "answer_mode": config.answer_mode, "query": found.searched or query}
         if not evidence:
             response = Response(answer=self.pack.reply("no_answer"), done=True, grounded=False, confidence=0.0,
                                 refused=True, **base)

@@ -128,6 +128,10 @@ def test_an_everyday_word_finds_the_documents_sentence_and_confidence_stays_on_t
     assert any("$12" in e.text and "returned" in e.text for e in with_terms.evidence)
     assert not any("$12" in e.text for e in without.evidence)
     assert with_terms.probability == without.probability
+    # what was searched for the evidence, and how the customer's own words scored (an off-topic message is
+    # answered only on those): kept beside the evidence
+    assert with_terms.searched.endswith("(returned item)") and without.searched == ""
+    assert with_terms.own_score == without.evidence[0].score
     response = bank_bot.respond(question)
     assert "$12" in response.answer
     assert response.query.endswith("(returned item)")  # the reviewer sees what was searched

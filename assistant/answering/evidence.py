@@ -635,6 +635,9 @@ class Selection:
     # documents do not answer (the evidence answers the others)
     closest: list[tuple[str, list[Evidence]]] = field(default_factory=list)  # ... that they answer only as
     # "the closest they come": each question with that evidence, shown after the answers, said so
+    searched: str = ""  # when the evidence came from another search than the question's own: that query (the
+    # question with the glossary's terms added)
+    own_score: float | None = None  # then: the best sentence's score on the question's own words and pool
 
 
 def document_frequencies(store, max_rows: int = 20_000) -> dict[str, float]:
