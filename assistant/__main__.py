@@ -88,6 +88,7 @@ def add_config_args(p: argparse.ArgumentParser, *, many_domains: bool = False) -
                    f"similarity are not considered (default: {defaults['pool_min_score'].default})")
     add_intent_mode_arg(p)
     add_evidence_encoder_arg(p)
+    add_context_encoder_arg(p)
     p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     add_backend_args(p)
     add_settings_arg(p)
@@ -107,6 +108,13 @@ def add_evidence_encoder_arg(p: argparse.ArgumentParser) -> None:
                         "evidence too; what it doubts is shown as the closest the documents come: more near-misses "
                         "caught, a few more caveats, README 'A second opinion') or base (none); default: tuned, or "
                         "$RA_EVIDENCE_ENCODER")
+
+
+def add_context_encoder_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--context-encoder", default=None,
+                   help="the encoder that reads each evidence sentence with its headings: auto (the bundled larger "
+                        "encoder, all-mpnet-base-v2, where installed; else the embedder), same (the embedder), "
+                        "bundled-large, a model directory or a hub id; default: auto, or $RA_CONTEXT_ENCODER")
 
 
 def add_settings_arg(p: argparse.ArgumentParser) -> None:

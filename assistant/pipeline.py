@@ -30,6 +30,7 @@ from assistant.answering.compose import compose, quote
 from assistant.answering.encoder_tuning import ensure_evidence_encoder
 from assistant.answering.evidence import (
     CAUTION_LEVELS,
+    LARGE_CONTEXT_WEIGHTS,
     TUNED_ENCODER_WEIGHTS,
     Evidence,
     EvidenceSelector,
@@ -67,7 +68,7 @@ from assistant.understanding.routing import (
     shorter_readings,
 )
 from assistant.understanding.slots import extract_slots, is_affirmative
-from index.embed import Embedder, resolve_embedder
+from index.embed import Embedder, ModelSpecError, resolve_embedder
 from index.errors import SettingError
 from index.ingest import READER_VERSION
 from index.onnx_embed import cache_dir
@@ -299,7 +300,10 @@ class Assistant:
                                             self.config.intent_mode, progress=progress)
         self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))
         self.evidence_embedder = self._evidence_encoder(progress)
-        self.selector = EvidenceSelector.for_store(self.searcher.store, self.embedder)
+        self.context_embedder = self._context_encoder()
+        self.selector = EvidenceSelector.for_store(
+            self.searcher.store, self.embedder, LARGE_CONTEXT_WEIGHTS if self.context_embedder else None,
+            context_embedder=self.context_embedder)
         # with `evidence_encoder = "tuned"`, the encoder tuned on the pack's documents judges the chosen evidence
         # too: an answer it doubts is shown as the closest the documents come (README, "A second opinion")
         self.second_opinion = (EvidenceSelector(self.evidence_embedder, TUNED_ENCODER_WEIGHTS, idf=self.selector.idf)
@@ -335,6 +339,20 @@ class Assistant:
                 yield from store.chunks(list(range(start, min(len(store), start + 512)))).values()
 
         return ensure_evidence_encoder(self.pack, self.embedder, records(), self.config.data_dir, progress=progress)
+
+    def _context_encoder(self) -> Embedder | None:
+        """The encoder of the evidence's `dense` signal (`context_encoder`), or None for the embedder itself."""
+        spec = self.config.context_encoder
+        if spec in ("same", self.config.embedder):
+            return None
+        if spec == "auto":
+            try:
+                return resolve_embedder("bundled-large", device=self.config.device)
+            except ModelSpecError as exc:  # not installed, and no hub: the embedder reads them, less well
+                log.warning("%s; evidence sentences are read in their context by the embedder instead, which picks "
+                            "the right one less often", exc)
+                return None
+        return resolve_embedder(spec, device=self.config.device)
 
     def _warm_evidence(self) -> None:
         store = self.searcher.store

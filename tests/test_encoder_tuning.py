@@ -64,14 +64,21 @@ def test_the_tuned_encoder_ranks_the_documents_sentences_under_their_headings_be
 
 def test_the_tuned_encoder_gives_a_second_opinion_unless_told_not_to(data_dir, bank_bot, tuned_bot):
     from assistant import Assistant, AssistantConfig
-    from assistant.answering.evidence import TUNED_ENCODER_WEIGHTS, EvidenceWeights
+    from assistant.answering.evidence import (
+        LARGE_CONTEXT_WEIGHTS,
+        TUNED_ENCODER_WEIGHTS,
+        EvidenceWeights,
+    )
     from index.errors import SettingError
 
     plain = Assistant(AssistantConfig(domain="bank", data_dir=data_dir, answer_mode="quote", evidence_encoder="base"),
                       embedder=bank_bot.embedder)
     assert plain.second_opinion is None and plain.evidence_embedder is plain.embedder
     assert bank_bot.second_opinion is not None  # the default
-    assert tuned_bot.selector.embedder is tuned_bot.embedder and tuned_bot.selector.weights == EvidenceWeights()
+    assert tuned_bot.selector.embedder is tuned_bot.embedder
+    # the shipped mix; with the larger context encoder, its recalibrated floor (test_large_encoder.py)
+    large = tuned_bot.selector.context_embedder is not tuned_bot.embedder
+    assert tuned_bot.selector.weights == (LARGE_CONTEXT_WEIGHTS if large else EvidenceWeights())
     assert tuned_bot.second_opinion.embedder is tuned_bot.evidence_embedder
     assert "evidence-encoders" in tuned_bot.evidence_embedder.spec
     assert tuned_bot.second_opinion.weights == TUNED_ENCODER_WEIGHTS  # its own answerable model

@@ -18,6 +18,7 @@ import sys
 from assistant.__main__ import (
     AUDIT_URL_HELP,
     add_backend_args,
+    add_context_encoder_arg,
     add_evidence_encoder_arg,
     add_intent_mode_arg,
     add_settings_arg,
@@ -46,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     add_backend_args(p)  # --backend, --base-url, --timeout, --retries, --gguf-quant: as `python -m assistant`
     add_intent_mode_arg(p)
     add_evidence_encoder_arg(p)
+    add_context_encoder_arg(p)
     p.add_argument("--audit-url", default=None, help=AUDIT_URL_HELP)
     p.add_argument("--adapter", action="append", default=[],
                    help="a fine-tuned adapter directory to offer in settings (repeatable); adapters under "
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                     base_url=args.base_url, audit_url=args.audit_url,
                                     request_timeout=args.request_timeout, retries=args.retries,
                                     gguf_quant=args.gguf_quant, intent_mode=args.intent_mode,
-                                    evidence_encoder=args.evidence_encoder)
+                                    evidence_encoder=args.evidence_encoder, context_encoder=args.context_encoder)
         pool = AssistantPool(base)
         admins = args.admin or [a.strip() for a in os.environ.get("RA_UI_ADMINS", "").split(",") if a.strip()]
         uploads = UploadSettings(private=not (args.shared_uploads or _flag("RA_UI_SHARED_UPLOADS", False)),

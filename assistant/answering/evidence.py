@@ -68,6 +68,7 @@ class EvidenceWeights:
     # holding it (fit/eval: 1 answer of 260 changed, the fact then stated; at 0.9 no near-miss's top missing
     # word is this rare, against 6 of 30 at 0.8)
     named_share: float = 0.9
+    named_above: float = 0.35  # ... and scores at least this (the floor above, before the larger context encoder)
 
 
 # The answerable model refitted for the encoder tuned on the pack's documents (`--evidence-encoder tuned`,
@@ -78,6 +79,14 @@ class EvidenceWeights:
 TUNED_ENCODER_WEIGHTS = replace(EvidenceWeights(), answerable_coef=(2.9988, 1.1138, 0.3043, 3.9597, 2.3274, -1.1926,
                                                                     -0.2093, 0.1146),
                                 answerable_bias=-4.4259, answerable_prob=0.3062, flag_prob=0.4881)
+
+
+# The mix with the larger context encoder (all-mpnet-base-v2 reading each unit with its headings: README, "A larger
+# encoder for the sentence in its context"): the same weights and answerable model, the floor recalibrated to the
+# same place among the customer-phrased fit/ and fit2/ answerable questions' best scores (none below it; with the
+# larger encoder one was under 0.35, "whats the wifi network called? need to get my laptop online ...": 0.33);
+# a unit brought for the question's rarest word still needs 0.35
+LARGE_CONTEXT_WEIGHTS = replace(EvidenceWeights(), answerable_above=0.32)
 
 
 # How sure the selector must be before evidence is shown as the answer rather than as "the closest the documents
@@ -308,46 +317,56 @@ _SHARED_VECTORS: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def _identity(embedder: Embedder) -> tuple[str, str]:
+    return (getattr(embedder, "name", str(id(embedder))), getattr(embedder, "resolved_backend", ""))
+
+
 class EvidenceSelector:
     """Ranks the sentences of a pool of passages against a question; thread-safe, caches unit vectors."""
 
     def __init__(self, embedder: Embedder, weights: EvidenceWeights | None = None,
-                 idf: dict[str, float] | None = None):
+                 idf: dict[str, float] | None = None, context_embedder: Embedder | None = None):
         self.embedder = embedder
         self.weights = weights or EvidenceWeights()
         self.idf = idf or {}
+        # the encoder of the `dense` signal (a unit read with its title and headings): a larger one than the
+        # index's tells the neighbouring sentences of a section apart better (README, "A larger encoder")
+        self.context_embedder = context_embedder or embedder
         # selectors of the same encoder share one cache: every pack's Assistant, and each UI settings variant
         # of it, would otherwise embed the same sentences again (vectors are deterministic per text)
-        identity = (getattr(embedder, "name", str(id(embedder))), getattr(embedder, "resolved_backend", ""))
         with _SHARED_LOCK:
-            self._cache = _SHARED_VECTORS.setdefault(identity, {})
+            self._cache = _SHARED_VECTORS.setdefault(_identity(embedder), {})
+            self._context_cache = _SHARED_VECTORS.setdefault(_identity(self.context_embedder), {})
         self._lock = _SHARED_LOCK
 
     @classmethod
     def for_store(cls, store, embedder: Embedder, weights: EvidenceWeights | None = None,
-                  max_rows: int = 20_000) -> EvidenceSelector:
+                  max_rows: int = 20_000, context_embedder: Embedder | None = None) -> EvidenceSelector:
         """A selector whose word weights (IDF) come from the index's own chunks (the first `max_rows` of a
         large index: a sample is enough for word weights, and start-up stays short)."""
-        return cls(embedder, weights, idf=document_frequencies(store, max_rows))
+        return cls(embedder, weights, idf=document_frequencies(store, max_rows), context_embedder=context_embedder)
 
-    def _vectors(self, texts: list[str]) -> np.ndarray:
+    def _vectors(self, texts: list[str], context: bool = False) -> np.ndarray:
+        embedder, cache = (self.context_embedder, self._context_cache) if context else (self.embedder, self._cache)
         with self._lock:
-            found = {t: self._cache[t] for t in texts if t in self._cache}
+            found = {t: cache[t] for t in texts if t in cache}
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            encoded = self.embedder.encode(missing)
+            encoded = embedder.encode(missing)
             found.update(zip(missing, encoded, strict=True))
             with self._lock:
-                if len(self._cache) > 200_000:
-                    self._cache.clear()
-                self._cache.update(zip(missing, encoded, strict=True))
+                if len(cache) > 200_000:
+                    cache.clear()
+                cache.update(zip(missing, encoded, strict=True))
         return np.stack([found[t] for t in texts])
 
     def warm(self, hits: list[Hit]) -> None:
         """Embed the units of these passages now (so the first questions are as fast as the rest)."""
-        texts = [t for h in hits for u in units(h.text) for t in (_with_context(h, u), u)]
-        for start in range(0, len(texts), 256):
-            self._vectors(texts[start:start + 256])
+        pairs = [(_with_context(h, u), u) for h in hits for u in units(h.text)]
+        for start in range(0, len(pairs), 128):
+            batch = pairs[start:start + 128]
+            self._vectors([c for c, _ in batch], context=True)
+            self._vectors([u for _, u in batch])
 
     def _weight(self, token: str) -> float:
         return self.idf.get(token, max(self.idf.values(), default=1.0))
@@ -379,7 +398,8 @@ class EvidenceSelector:
         if not rows:
             return []
         q_vec = self.embedder.encode([question])[0]
-        sims = self._vectors([r[2] for r in rows]) @ q_vec
+        q_context = q_vec if self.context_embedder is self.embedder else self.context_embedder.encode([question])[0]
+        sims = self._vectors([r[2] for r in rows], context=True) @ q_context
         own = self._vectors([r[1] for r in rows]) @ q_vec
         q_tokens = terms(question)
         kinds = asked_kinds(asks or question)
@@ -418,7 +438,7 @@ class EvidenceSelector:
 
     def _with_named(self, question: str, chosen: list, ranked: list, hits: list[Hit]) -> list:
         """`chosen` with the best unit that holds the question's rarest word the chosen units lack, when that
-        word is among the index's rarest (`named_share` of the top IDF) and the unit scores above the floor: it
+        word is among the index's rarest (`named_share` of the top IDF) and the unit scores at least `named_above`: it
         comes last, in place of the last unit when there are `max_items` already. "my husband is getting worse
         ... is there some emergency number inside the hospital" got the Nurse Advice Line and 911; the Rapid
         Response line ("... the patient's condition is getting *worse* ... dial 7777") now comes with them."""
@@ -433,7 +453,7 @@ class EvidenceSelector:
             return chosen
         term = max(rare, key=lambda t: (self.idf[t], t))
         for row in ranked:
-            if row[0] < w.answerable_above:
+            if row[0] < w.named_above:
                 break
             if row not in chosen and term in set(terms(_with_context(hits[row[1]], row[2]))):
                 return [*chosen[: w.max_items - 1], row]
