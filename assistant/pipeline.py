@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+from assistant.answering import unit_vectors
 from assistant.answering.cite import attribute
 from assistant.answering.compose import compose, quote
 from assistant.answering.encoder_tuning import ensure_evidence_encoder
@@ -310,9 +311,10 @@ class Assistant:
                                if self.evidence_embedder is not self.embedder else None)
         self.injection = InjectionDetector.load(self.embedder)
         self.verifier = Verifier(self.embedder)
+        self.warming: threading.Thread | None = None
         if len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
             self._warm_stop = threading.Event()
-            warming = threading.Thread(target=self._warm_evidence, daemon=True, name="evidence-warm-up")
+            warming = self.warming = threading.Thread(target=self._warm_evidence, daemon=True, name="evidence-warm-up")
             warming.start()
             # a one-shot command may exit while it runs: stop it between batches, before the interpreter
             # tears down the embedder under it (that aborted the process: "terminate called ...")
@@ -354,19 +356,31 @@ class Assistant:
                 return None
         return resolve_embedder(spec, device=self.config.device)
 
+    @property
+    def _unit_vectors_dir(self) -> Path:
+        return self.config.data_dir / "unit-vectors" / Path(self.config.domain).name
+
     def _warm_evidence(self) -> None:
         store = self.searcher.store
+        selectors = [s for s in (self.selector, self.second_opinion) if s is not None]
         try:
+            # the vectors of the last start (same encoders) are read back: only new sentences are embedded
+            for selector in selectors:
+                unit_vectors.restore(selector, self._unit_vectors_dir)
             rows = list(range(len(store)))
+            hits: list[Hit] = []
             for start in range(0, len(rows), 256):
                 if self._warm_stop.is_set():
                     return
                 records = store.chunks(rows[start:start + 256])
-                hits = [Hit(chunk_id=r["chunk_id"], source=r["source"], title=r["title"], text=r["text"], score=0.0,
-                            headings=r["headings"]) for r in records.values()]
-                for selector in (self.selector, self.second_opinion):
-                    if selector is not None:
-                        selector.warm(hits)
+                batch = [Hit(chunk_id=r["chunk_id"], source=r["source"], title=r["title"], text=r["text"], score=0.0,
+                             headings=r["headings"]) for r in records.values()]
+                for selector in selectors:
+                    selector.warm(batch)
+                hits += batch
+            if not self._warm_stop.is_set():
+                for selector in selectors:
+                    unit_vectors.persist(selector, self._unit_vectors_dir, hits)
         except Exception as exc:  # noqa: BLE001 - only a warm-up: questions embed what they need themselves
             if self._warm_stop.is_set() or "interpreter shutdown" in str(exc):
                 return  # the process is exiting: nothing to warm for
