@@ -42,6 +42,8 @@ class DomainPack:
     replies: dict[str, str]  # reply name -> template text
     system_prompt_template: str
     examples: list[str] = field(default_factory=list)
+    # answerable model name -> its thresholds set on this pack's own questions (`calibration` in pack.yaml)
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def docs_dir(self) -> Path:
@@ -139,5 +141,31 @@ def load_pack(name_or_path: str) -> DomainPack:
         intents=intents, replies=replies,
         system_prompt_template=prompt_file.read_text(encoding="utf-8"),
         examples=list(meta.get("examples") or []),
+        calibration=_calibration(meta.get("calibration"), root / "pack.yaml"),
     )
+
+
+CALIBRATED = ("flag_prob",)  # the thresholds a pack may set for itself
+
+
+def _calibration(raw, path: Path) -> dict[str, dict[str, float]]:
+    """`calibration: {MODEL: {flag_prob: 0.6}}`: thresholds of the named answerable model, set on the pack's own
+    customer-phrased questions."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise PackError(f"{path}: 'calibration' must map an answerable model's name to its thresholds "
+                        "(calibration: {judged-2026-12-03: {flag_prob: 0.6}})")
+    out: dict[str, dict[str, float]] = {}
+    for model, values in raw.items():
+        if not isinstance(values, dict) or not values:
+            raise PackError(f"{path}: calibration '{model}' must map {', '.join(CALIBRATED)} to a number")
+        for key, value in values.items():
+            if key not in CALIBRATED:
+                raise PackError(f"{path}: calibration '{model}' has unknown key '{key}' (use {', '.join(CALIBRATED)})")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+                raise PackError(f"{path}: calibration '{model}' {key} must be a probability between 0 and 1 "
+                                f"(got {value!r})")
+        out[str(model)] = {k: float(v) for k, v in values.items()}
+    return out
 

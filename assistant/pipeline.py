@@ -31,11 +31,13 @@ from assistant.answering.compose import compose, quote
 from assistant.answering.encoder_tuning import ensure_evidence_encoder
 from assistant.answering.evidence import (
     CAUTION_LEVELS,
+    JUDGED_WEIGHTS,
     LARGE_CONTEXT_WEIGHTS,
     TUNED_ENCODER_WEIGHTS,
     Evidence,
     EvidenceSelector,
     Selection,
+    document_frequencies,
 )
 from assistant.answering.grounding import Grounding, GroundingChecker
 from assistant.answering.prompt import build_evidence_messages, build_messages
@@ -302,13 +304,20 @@ class Assistant:
         self.checker = GroundingChecker(self.embedder, grounding_weights(self.config))
         self.evidence_embedder = self._evidence_encoder(progress)
         self.context_embedder = self._context_encoder()
-        self.selector = EvidenceSelector.for_store(
-            self.searcher.store, self.embedder, LARGE_CONTEXT_WEIGHTS if self.context_embedder else None,
-            context_embedder=self.context_embedder)
-        # with `evidence_encoder = "tuned"`, the encoder tuned on the pack's documents judges the chosen evidence
-        # too: an answer it doubts is shown as the closest the documents come (README, "A second opinion")
-        self.second_opinion = (EvidenceSelector(self.evidence_embedder, TUNED_ENCODER_WEIGHTS, idf=self.selector.idf)
+        idf = document_frequencies(self.searcher.store)
+        # with `evidence_encoder = "tuned"`, the encoder tuned on the pack's documents judges the evidence too
+        # (README, "A second opinion"): with the larger context encoder its answerable probability is one term of
+        # the selector's own model (JUDGED_WEIGHTS); without it, an answer it doubts is shown as the closest the
+        # documents come
+        self.second_opinion = (EvidenceSelector(self.evidence_embedder, TUNED_ENCODER_WEIGHTS, idf=idf)
                                if self.evidence_embedder is not self.embedder else None)
+        judged = self.context_embedder is not None and self.second_opinion is not None
+        weights = (JUDGED_WEIGHTS if judged else None if self.context_embedder is None else LARGE_CONTEXT_WEIGHTS)
+        if weights is not None and weights.model in self.pack.calibration:
+            # the pack's own thresholds for this model, set on its customer-phrased questions (pack.yaml)
+            weights = replace(weights, **self.pack.calibration[weights.model])
+        self.selector = EvidenceSelector(self.embedder, weights, idf=idf, context_embedder=self.context_embedder,
+                                         judge=self.second_opinion if judged else None)
         self.injection = InjectionDetector.load(self.embedder)
         self.verifier = Verifier(self.embedder)
         self.warming: threading.Thread | None = None
@@ -657,7 +666,7 @@ class Assistant:
                 # it cost to send money...") is still searched alone as well
                 queries = condensed_only
         best = self._strongest(queries, config, session_id, shorter=set(readings[1:]))
-        if history and (not best[2].evidence or best[2].flagged):
+        if history and self._unsure(best[2], config):
             # a message that does not read as a follow-up but finds no sure answer on its own ("can my 8 year
             # old come with me?" after ICU visiting hours) is searched once more with the earlier topic; only
             # then, so a new question that stands on its own is never pulled back to the earlier topic
@@ -667,6 +676,19 @@ class Assistant:
                 if again[0] > best[0] and not again[2].flagged:
                     best = again
         return best[1], best[2], best[3]
+
+    def _unsure(self, found: Selection, config: AssistantConfig) -> bool:
+        """Whether evidence is too unsure to stand on its own rather than be read with the earlier topic: none, a
+        probability below the `relaxed` caution level, or flagged for what it says (another place, another
+        product...). How cautious the answer is shown (`caution`) does not move this: a stricter setting
+        pulled new questions back to the earlier topic ("can i at least call someone on sunday?" after branch
+        hours got the branch hours, not the phone line's)."""
+        if not found.evidence:
+            return True
+        weights = self.selector.weights
+        if found.probability < weights.flag_threshold("relaxed"):
+            return True
+        return found.flagged and found.probability >= weights.flag_threshold(config.caution)
 
     def _strongest(self, queries: list[str], config: AssistantConfig, session_id: str | None,
                    asks: str | None = None, shorter: set[str] = frozenset()) -> tuple[float, str, Selection, list[Hit]]:
@@ -685,7 +707,9 @@ class Assistant:
                                           mode=config.search_mode, session=session_id)
         # sentences that address the assistant (quarantined at index time) never become evidence
         pools = {text: self.injection.clean(pool, self.searcher.store) for text, pool in zip(searched, pools, strict=True)}
-        caution = CAUTION_LEVELS[config.caution]
+        caution = self.selector.weights.flag_threshold(config.caution)
+        # the second opinion may only add doubt where it is not already a term of the selector's model
+        veto = self.second_opinion is not None and not (self.selector.judge and self.selector.weights.judge_coef)
         best: tuple[float, str, Selection, list[Hit]] | None = None
         for query in queries:
             pool = pools[query]
@@ -699,8 +723,8 @@ class Assistant:
             if termed is not None and termed.evidence:
                 found, pool = replace(termed, searched=expanded[query], own_score=score), pools[expanded[query]]
             # the second opinion judges whatever is shown as sure, on the customer's words and their own pool
-            if (found.evidence and not found.flagged and self.second_opinion is not None
-                    and self.second_opinion.doubts(query, pools[query], asks, flag_below=caution)):
+            if (found.evidence and not found.flagged and veto
+                    and self.second_opinion.doubts(query, pools[query], asks, flag_below=CAUTION_LEVELS[config.caution])):
                 found = replace(found, flagged=True)
             if best is None or score - (READING_MARGIN if query in shorter else 0.0) > best[0]:
                 best = (score, query, found, pool)
@@ -714,7 +738,7 @@ class Assistant:
         if self.config.answer_mode == "generative":
             high, low = self.checker.weights.caveat_below, self.checker.weights.refuse_below
         else:
-            high = CAUTION_LEVELS[self.config.caution] or self.selector.weights.flag_prob
+            high = self.selector.weights.flag_threshold(self.config.caution)
             low = self.selector.weights.answerable_prob
         return "high" if confidence >= high else "medium" if confidence >= low else "low"
 

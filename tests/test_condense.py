@@ -80,3 +80,27 @@ def test_a_followup_that_points_back_is_searched_with_the_earlier_topic_only(hos
     history = [(first, hospital_bot.respond(first, answer_mode="quote").answer)]
     response = hospital_bot.respond("what time does it close on sundays?", history, answer_mode="quote")
     assert "gift shop" in response.query.lower() and "10:00 a.m. to 4:00 p.m." in response.answer, response.answer
+
+
+def test_only_unsure_evidence_is_searched_again_with_the_earlier_topic(bank_bot):
+    """The retry with the earlier topic depends on how sure the evidence is, never on how cautiously it is shown:
+    a stricter `caution` flags more answers but pulls no more new questions back to the earlier topic."""
+    from dataclasses import replace
+
+    from assistant.answering.evidence import Evidence, Selection
+
+    item = Evidence(n=1, text="Customer Service: 1-800-555-0142, Sunday 10:00 a.m. to 4:00 p.m.", source="a.md",
+                    title="Phone numbers", section="Hours", score=0.7)
+    weights = bank_bot.selector.weights
+    relaxed, standard, strict = (weights.flag_threshold(level) for level in ("relaxed", "standard", "strict"))
+    assert relaxed < standard < strict
+    config = bank_bot.config
+    between = (relaxed + standard) / 2
+    assert bank_bot._unsure(Selection([], 0.0, False), config)  # nothing found
+    assert bank_bot._unsure(Selection([item], relaxed - 0.01, True), config)  # unsure at every level
+    # flagged only because the answer is shown cautiously: it stands on its own
+    assert not bank_bot._unsure(Selection([item], between, True), config)
+    assert not bank_bot._unsure(Selection([item], (standard + strict) / 2, True), replace(config, caution="strict"))
+    # sure enough, but flagged for what it says (another place, another product): searched again
+    assert bank_bot._unsure(Selection([item], strict + 0.01, True), config)
+    assert not bank_bot._unsure(Selection([item], strict + 0.01, False), config)

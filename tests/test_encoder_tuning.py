@@ -63,9 +63,11 @@ def test_the_tuned_encoder_ranks_the_documents_sentences_under_their_headings_be
 
 
 def test_the_tuned_encoder_gives_a_second_opinion_unless_told_not_to(data_dir, bank_bot, tuned_bot):
+    from dataclasses import replace
+
     from assistant import Assistant, AssistantConfig
     from assistant.answering.evidence import (
-        LARGE_CONTEXT_WEIGHTS,
+        JUDGED_WEIGHTS,
         TUNED_ENCODER_WEIGHTS,
         EvidenceWeights,
     )
@@ -76,9 +78,14 @@ def test_the_tuned_encoder_gives_a_second_opinion_unless_told_not_to(data_dir, b
     assert plain.second_opinion is None and plain.evidence_embedder is plain.embedder
     assert bank_bot.second_opinion is not None  # the default
     assert tuned_bot.selector.embedder is tuned_bot.embedder
-    # the shipped mix; with the larger context encoder, its recalibrated floor (test_large_encoder.py)
+    # the shipped mix; with the larger context encoder, the answerable model that takes the second opinion's
+    # probability as one of its terms (without it, the second opinion can only add doubt)
     large = tuned_bot.selector.context_embedder is not tuned_bot.embedder
-    assert tuned_bot.selector.weights == (LARGE_CONTEXT_WEIGHTS if large else EvidenceWeights())
+    # (with the bank pack's own flag threshold for it, pack.yaml `calibration`)
+    judged = replace(JUDGED_WEIGHTS, **tuned_bot.pack.calibration[JUDGED_WEIGHTS.model])
+    assert tuned_bot.selector.weights == (judged if large else EvidenceWeights())
+    assert tuned_bot.selector.judge is (tuned_bot.second_opinion if large else None)
+    assert plain.selector.judge is None and plain.selector.weights.judge_coef == 0
     assert tuned_bot.second_opinion.embedder is tuned_bot.evidence_embedder
     assert "evidence-encoders" in tuned_bot.evidence_embedder.spec
     assert tuned_bot.second_opinion.weights == TUNED_ENCODER_WEIGHTS  # its own answerable model
@@ -89,8 +96,20 @@ def test_the_tuned_encoder_gives_a_second_opinion_unless_told_not_to(data_dir, b
     response = again.respond("What's the SWIFT code for an incoming international wire?")
     assert "NBFBUS33" in response.answer and response.answer.startswith("From *") and not response.caveat
     # the second opinion only ever adds doubt: what it doubts is the closest the documents come, never refused
-    pool = tuned_bot.searcher.search("Do you offer pet insurance for my dog?", k=12, min_score=0.2)
-    assert tuned_bot.second_opinion.doubts("Do you offer pet insurance for my dog?", pool)
+    pet = "Do you offer pet insurance for my dog?"
+    pool = tuned_bot.searcher.search(pet, k=12, min_score=0.2)
+    assert tuned_bot.second_opinion.doubts(pet, pool)
+    if large:  # as a term of the model: its doubt lowers the selector's own probability
+        selector = tuned_bot.selector
+        ranked = selector.score(pet, pool)
+        probability = selector.answerable(pet, ranked, pool)
+        doubted = tuned_bot.second_opinion.probability(pet, pool)
+        assert doubted < tuned_bot.second_opinion.weights.flag_prob
+        expected = 1 / (1 + np.exp(-(np.dot(selector.features(pet, ranked, pool), JUDGED_WEIGHTS.answerable_coef)
+                                     + JUDGED_WEIGHTS.answerable_bias + JUDGED_WEIGHTS.judge_coef * doubted)))
+        assert probability == pytest.approx(expected)
+        assert probability < selector.weights.flag_prob
+        assert selector.assess(pet, pool).flagged or not selector.assess(pet, pool).evidence
     assert not tuned_bot.second_opinion.doubts("What is the SWIFT code for incoming international wires?",
                                                tuned_bot.searcher.search("SWIFT code incoming international wire",
                                                                          k=12, min_score=0.2))

@@ -469,8 +469,6 @@ def test_caution_moves_only_the_flag_threshold(bank_bot):
     nothing else: the same evidence, the same probability. Customer-phrased fit/ questions, answerable and not."""
     from dataclasses import replace
 
-    from assistant.answering.evidence import CAUTION_LEVELS
-
     questions = ["whats the rate on a 48 month cd",  # the FAQ lists 6 to 60 months, not 48
                  "is there a fee if my savings account sits inactive for a year",
                  "how much does it cost to order a new box of checks",
@@ -485,7 +483,7 @@ def test_caution_moves_only_the_flag_threshold(bank_bot):
             _, selection, _ = bank_bot._find_evidence(q, [], config)
             flagged.setdefault(q, []).append(selection.flagged)
             found.setdefault(q, []).append(([e.text for e in selection.evidence], round(selection.probability, 6)))
-            threshold = CAUTION_LEVELS[level] or bank_bot.selector.weights.flag_prob
+            threshold = bank_bot.selector.weights.flag_threshold(level)
             if selection.evidence and selection.probability < threshold:
                 assert selection.flagged, (level, q)
     for q in questions:
@@ -642,10 +640,15 @@ def test_a_sentence_of_context_does_not_hide_a_followup(bank_bot):
 
 
 def test_each_question_of_a_message_is_answered_or_said_unanswered(bank_bot):
-    both = bank_bot.respond("What's the routing number for direct deposit? Also, what SWIFT code does someone "
-                            "overseas need to wire me money?", session_id="parts")
+    both = bank_bot.respond("What's the routing number for direct deposit? Also, what's the SWIFT code for an "
+                            "incoming international wire?", session_id="parts")
     assert both.action == "answer" and not both.caveat and not both.refused
     assert "021555013" in both.answer and "NBFBUS33" in both.answer and len(both.evidence) >= 2
+    # "what SWIFT code does someone overseas need to wire me money?" finds first the line on the recipient bank's
+    # SWIFT code (what to give when sending): shown as the closest the documents come, with our code among it
+    near = bank_bot.respond("What's the routing number for direct deposit? Also, what SWIFT code does someone "
+                            "overseas need to wire me money?")
+    assert near.caveat and "021555013" in near.answer and "NBFBUS33" in near.answer
     part = bank_bot.respond("What's the routing number for direct deposit? Also, do you sell gold coins?")
     assert "021555013" in part.answer
     assert "couldn't find an answer to “do you sell gold coins?”" in part.answer

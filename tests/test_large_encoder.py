@@ -96,9 +96,13 @@ def test_the_larger_encoder_reads_evidence_in_context(bank_bot, data_dir):
     assert selector.context_embedder is not bank_bot.embedder
     assert selector.context_embedder.name == "bundled-large"
     assert selector.context_embedder.dimension == 768 and bank_bot.embedder.dimension == 384
-    from assistant.answering.evidence import LARGE_CONTEXT_WEIGHTS
+    from assistant.answering.evidence import JUDGED_WEIGHTS, LARGE_CONTEXT_WEIGHTS
 
-    assert selector.weights == LARGE_CONTEXT_WEIGHTS  # the shipped mix, its refusal floor recalibrated
+    # the shipped mix, its refusal floor recalibrated; the answerable model takes the tuned second opinion's
+    # probability as a term (test_encoder_tuning.py)
+    assert selector.weights.model == JUDGED_WEIGHTS.model and selector.judge is bank_bot.second_opinion
+    assert selector.weights.answerable_coef == JUDGED_WEIGHTS.answerable_coef
+    assert selector.weights.answerable_above == LARGE_CONTEXT_WEIGHTS.answerable_above
     # the index's embedder alone put "Finance a new or used car, or refinance an auto loan ..." first here
     for question, fact in [("thinking about financing a used truck with 130,000 miles on it, can i get an auto loan "
                             "for that", "fewer than 120,000 miles"),

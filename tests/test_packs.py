@@ -108,3 +108,42 @@ def test_customer_phrased_sets_are_well_formed(name, split):
 def test_unknown_pack_is_a_clear_error():
     with pytest.raises(PackError, match="unknown domain 'casino'.*bank"):
         load_pack("casino")
+
+
+@pytest.mark.parametrize("name", ["bank", "hospital"])
+def test_packs_carry_their_own_flag_threshold_for_the_shipped_model(name):
+    from assistant.answering.evidence import JUDGED_WEIGHTS
+
+    calibrated = load_pack(name).calibration[JUDGED_WEIGHTS.model]
+    assert set(calibrated) == {"flag_prob"}
+    relaxed, _, strict = JUDGED_WEIGHTS.caution_probs
+    assert relaxed < calibrated["flag_prob"] < strict
+
+
+@pytest.mark.parametrize("calibration, message", [
+    ("calibration: 0.6", "must map an answerable model"),
+    ("calibration:\n  judged-2026-12-03: 0.6", "must map flag_prob to a number"),
+    ("calibration:\n  judged-2026-12-03: {flag_prob: 1.5}", "between 0 and 1"),
+    ("calibration:\n  judged-2026-12-03: {flag_prob: yes}", "between 0 and 1"),
+    ("calibration:\n  judged-2026-12-03: {threshold: 0.6}", "unknown key 'threshold'"),
+])
+def test_a_malformed_calibration_names_the_fix(tmp_path, calibration, message):
+    import shutil
+
+    root = tmp_path / "pack"
+    shutil.copytree(load_pack("bank").root, root, ignore=shutil.ignore_patterns("docs", "dev*", "fit*", "eval"))
+    text = (root / "pack.yaml").read_text(encoding="utf-8")
+    (root / "pack.yaml").write_text(text.split("\ncalibration:")[0] + "\n" + calibration + "\n", encoding="utf-8")
+    with pytest.raises(PackError, match=message):
+        load_pack(str(root))
+
+
+def test_a_packs_threshold_moves_only_its_own_flag_line():
+    from dataclasses import replace
+
+    from assistant.answering.evidence import JUDGED_WEIGHTS
+
+    for flag in (0.5, 0.64, 0.8):
+        weights = replace(JUDGED_WEIGHTS, flag_prob=flag)
+        levels = [weights.flag_threshold(level) for level in ("relaxed", "standard", "cautious", "strict")]
+        assert levels[1] == flag and levels == sorted(levels), levels  # stricter levels never less strict

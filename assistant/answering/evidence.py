@@ -69,6 +69,23 @@ class EvidenceWeights:
     # word is this rare, against 6 of 30 at 0.8)
     named_share: float = 0.9
     named_above: float = 0.35  # ... and scores at least this (the floor above, before the larger context encoder)
+    # with a judge (`EvidenceSelector(judge=...)`: the tuned second opinion), the weight of its own answerable
+    # probability in this model; 0: no judge term (the second opinion, if any, can then only add doubt)
+    judge_coef: float = 0.0
+    # the answerable model's name, under which a pack may set its own thresholds (pack.yaml `calibration`)
+    model: str = ""
+    # the flag thresholds of the `caution` levels relaxed, cautious and strict (standard: `flag_prob`)
+    caution_probs: tuple[float, float, float] = (0.45, 0.60, 0.66)
+
+    def flag_threshold(self, caution: str = "standard") -> float:
+        """Below this answerable probability, evidence is shown as "the closest the documents come"."""
+        if caution == "standard":
+            return self.flag_prob
+        levels = dict(zip(("relaxed", "cautious", "strict"), self.caution_probs, strict=True))
+        if caution not in levels:
+            raise ValueError(f"unknown caution level '{caution}': relaxed, standard, cautious or strict")
+        # a pack's own `flag_prob` (pack.yaml `calibration`) never makes a stricter level less strict
+        return min(levels[caution], self.flag_prob) if caution == "relaxed" else max(levels[caution], self.flag_prob)
 
 
 # The answerable model refitted for the encoder tuned on the pack's documents (`--evidence-encoder tuned`,
@@ -87,6 +104,24 @@ TUNED_ENCODER_WEIGHTS = replace(EvidenceWeights(), answerable_coef=(2.9988, 1.11
 # larger encoder one was under 0.35, "whats the wifi network called? need to get my laptop online ...": 0.33);
 # a unit brought for the question's rarest word still needs 0.35
 LARGE_CONTEXT_WEIGHTS = replace(EvidenceWeights(), answerable_above=0.32)
+
+
+# The mix with the larger context encoder, and an answerable model with the tuned second opinion's own probability as
+# one more term (README, "The second opinion as a term of the model"), where the second opinion was a veto before.
+# Fitted like the shipped one on eval/, fit/, fit2/ and fit3/ of both packs (never fit4/, dev/, dev2/):
+# `python -m assistant fit-evidence --answerable --split eval --split fit --split fit2 --split fit3 --max-refused 0.02
+# --floor 0.32` (coefficients and the refusal threshold, the 2 % quantile of the customer-phrased answerable
+# questions). The flag threshold was then set on the assistant's own probabilities for fit/, fit2/ and fit3/ (which
+# run higher than the fitting tool's: the assistant searches more than one reading of a message): the lowest that
+# leaves no more answerable questions confidently wrong than the shipped model and its second-opinion veto
+# (5.4 %); there it catches 80.9 % of the near-misses against 72.9 %, with a caveat on 29.1 % of the answerable
+# questions against 26.7 %. The `caution` levels around it: relaxed 0.55 (caveat 22 %, confidently wrong 6.6 %,
+# near-misses 75 %), cautious 0.70 (41 %, 4.8 %, 87 %), strict 0.75 (50 %, 3.6 %, 93 %), same sets. Each pack
+# sets its own flag threshold for this model, by the same rule on its own questions (pack.yaml `calibration`)
+JUDGED_WEIGHTS = replace(LARGE_CONTEXT_WEIGHTS, answerable_coef=(0.868, 1.8048, -0.0045, 0.9582, 0.7539, -0.8311,
+                                                                 0.2814, -0.0965),
+                         judge_coef=4.774, answerable_bias=-3.4435, answerable_prob=0.1735, flag_prob=0.625,
+                         caution_probs=(0.55, 0.70, 0.75), model="judged-2026-12-03")
 
 
 # How sure the selector must be before evidence is shown as the answer rather than as "the closest the documents
@@ -325,9 +360,12 @@ class EvidenceSelector:
     """Ranks the sentences of a pool of passages against a question; thread-safe, caches unit vectors."""
 
     def __init__(self, embedder: Embedder, weights: EvidenceWeights | None = None,
-                 idf: dict[str, float] | None = None, context_embedder: Embedder | None = None):
+                 idf: dict[str, float] | None = None, context_embedder: Embedder | None = None,
+                 judge: EvidenceSelector | None = None):
         self.embedder = embedder
         self.weights = weights or EvidenceWeights()
+        # another selector (another encoder) whose answerable probability enters this one's (`judge_coef`)
+        self.judge = judge
         self.idf = idf or {}
         # the encoder of the `dense` signal (a unit read with its title and headings): a larger one than the
         # index's tells the neighbouring sentences of a section apart better (README, "A larger encoder")
@@ -341,10 +379,12 @@ class EvidenceSelector:
 
     @classmethod
     def for_store(cls, store, embedder: Embedder, weights: EvidenceWeights | None = None,
-                  max_rows: int = 20_000, context_embedder: Embedder | None = None) -> EvidenceSelector:
+                  max_rows: int = 20_000, context_embedder: Embedder | None = None,
+                  judge: EvidenceSelector | None = None) -> EvidenceSelector:
         """A selector whose word weights (IDF) come from the index's own chunks (the first `max_rows` of a
         large index: a sample is enough for word weights, and start-up stays short)."""
-        return cls(embedder, weights, idf=document_frequencies(store, max_rows), context_embedder=context_embedder)
+        return cls(embedder, weights, idf=document_frequencies(store, max_rows), context_embedder=context_embedder,
+                   judge=judge)
 
     def _vectors(self, texts: list[str], context: bool = False) -> np.ndarray:
         embedder, cache = (self.context_embedder, self._context_cache) if context else (self.embedder, self._cache)
@@ -431,10 +471,18 @@ class EvidenceSelector:
                          1.0 - len(known) / len(q_tokens) if q_tokens else 0.0, kind])
 
     def answerable(self, question: str, ranked: list, hits: list[Hit], asks: str | None = None) -> float:
-        """Probability that the pool answers the question (logistic model fitted by fit-evidence)."""
+        """Probability that the pool answers the question (logistic model fitted by fit-evidence); with a judge,
+        its own probability for the same question and passages is one more term."""
         w = self.weights
         z = float(np.dot(self.features(question, ranked, hits, asks), w.answerable_coef) + w.answerable_bias)
+        if self.judge is not None and w.judge_coef:
+            z += w.judge_coef * self.judge.probability(question, hits, asks)
         return 1.0 / (1.0 + math.exp(-z))
+
+    def probability(self, question: str, hits: list[Hit], asks: str | None = None) -> float:
+        """This selector's own answerable probability for these passages (0 when none has a unit to rank)."""
+        ranked = self.score(question, hits, asks)
+        return self.answerable(question, ranked, hits, asks) if ranked else 0.0
 
     def _with_named(self, question: str, chosen: list, ranked: list, hits: list[Hit]) -> list:
         """`chosen` with the best unit that holds the question's rarest word the chosen units lack, when that

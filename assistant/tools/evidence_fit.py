@@ -22,6 +22,7 @@ import numpy as np
 from index.errors import SettingError
 
 SIGNALS = ("dense", "sentence", "passage", "lexical", "kind")
+CAUTION_FLAGGED = (0.08, 0.30, 0.43)  # relaxed, cautious, strict: shares of answerable questions flagged
 
 
 def _read(path) -> list[dict]:
@@ -51,7 +52,8 @@ def collect(bot, split: str = "eval") -> tuple[list[tuple[np.ndarray, np.ndarray
 
 
 def collect_features(bot, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Answerability features (evidence.ANSWERABLE_FEATURES) of each question, with 1 = answerable."""
+    """Answerability features (evidence.ANSWERABLE_FEATURES, then the judge's probability where the selector has
+    a judge) of each question, with 1 = answerable."""
     config = bot.config
     floor = config.pool_min_score
     xs, ys = [], []
@@ -60,7 +62,10 @@ def collect_features(bot, split: str) -> tuple[np.ndarray, np.ndarray]:
             pool = bot.searcher.search(q["question"], k=config.pool_k, min_score=floor, mode=config.search_mode)
             ranked = bot.selector.score(q["question"], pool)
             if ranked:
-                xs.append(bot.selector.features(q["question"], ranked, pool))
+                x = list(bot.selector.features(q["question"], ranked, pool))
+                if bot.selector.judge is not None:  # the judge's own probability: one more feature
+                    x.append(bot.selector.judge.probability(q["question"], pool))
+                xs.append(x)
                 ys.append(label)
     return np.array(xs), np.array(ys)
 
@@ -87,7 +92,11 @@ def fit_answerable(x: np.ndarray, y: np.ndarray, max_refused: float, max_flagged
     flag = float(np.quantile(answerable, max_refused + max_flagged)) if max_flagged else 0.0
     model.fit(x, y)
     out = {"coef": [round(float(c), 4) for c in model.coef_[0]], "bias": round(float(model.intercept_[0]), 4),
-           "prob": round(threshold, 4), "flag_prob": round(flag, 4), "answerable_above": floor}
+           "prob": round(threshold, 4), "flag_prob": round(flag, 4), "answerable_above": floor,
+           # the flag thresholds of the `caution` levels relaxed, cautious and strict: where they flag
+           # `CAUTION_FLAGGED` of the calibration set's answerable questions
+           "caution_probs": [round(float(np.quantile(answerable, max_refused + share)), 4)
+                             for share in CAUTION_FLAGGED]}
     for name, mask in (("all", np.ones(len(y), dtype=bool)), ("calibration set", calibrate)):
         a, u = probs[(y == 1) & mask], probs[(y == 0) & mask]
         out[name] = {"answerable_refused": round(float((a < threshold).mean()), 3),
@@ -171,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
                 x, y = collect_features(bot, split)
                 xs.append(x)
                 ys.append(y)
-                customer.append(np.full(len(y), split in ("fit", "fit2")))
+                customer.append(np.full(len(y), split.startswith("fit")))  # fit/, fit2/...: customer-phrased
         calibrate = np.concatenate(customer)
         result = fit_answerable(np.concatenate(xs), np.concatenate(ys), args.max_refused, args.max_flagged,
                                 calibrate if calibrate.any() else None, args.floor)
