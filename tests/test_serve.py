@@ -55,9 +55,13 @@ class Server:
         return rows[0]
 
 
-def prepare(data_dir: Path, embedder) -> None:
+def prepare(data_dir: Path, embedder, warmed=()) -> None:
     """Build the packs' indexes here and make sure their intent models are trained (once per machine: the
-    user cache keeps them), so that the two workers only load them."""
+    user cache keeps them), so that the two workers only load them; the evidence vectors the session's
+    assistants (`warmed`) saved are copied here, so that the workers read them back instead of embedding every
+    sentence of both packs at once (assistant/answering/unit_vectors.py)."""
+    import shutil
+
     from assistant.packs import load_pack
     from assistant.pipeline import ensure_classifier, ensure_index, uploads_root
 
@@ -65,17 +69,23 @@ def prepare(data_dir: Path, embedder) -> None:
         pack = load_pack(domain)
         ensure_classifier(pack, embedder, data_dir)
         ensure_index(pack, embedder, data_dir / "indexes" / domain, uploads=uploads_root(data_dir, pack))
+    for bot in warmed:
+        if bot.warming is not None:
+            bot.warming.join(600)
+        saved = bot.config.data_dir / "unit-vectors" / bot.pack.name
+        if saved.is_dir():
+            shutil.copytree(saved, data_dir / "unit-vectors" / bot.pack.name, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, embedder):
+def api(tmp_path_factory, embedder, bank_bot, hospital_bot):
     root = tmp_path_factory.mktemp("api")
     tokens = root / "tokens.txt"
     tokens.write_text(f"# test clients\nalice:{ALICE}\n{BARE}\n")
     tokens.chmod(0o600)
     port = free_port()
     server = Server(url=f"http://127.0.0.1:{port}", data_dir=root / "data", log=root / "serve.log")
-    prepare(server.data_dir, embedder)
+    prepare(server.data_dir, embedder, warmed=(bank_bot, hospital_bot))
     with open(server.log, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "assistant", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -330,10 +340,10 @@ def test_concurrent_chats_are_each_audited_once(api):
         assert row["session_id"] == f"s-load-{n}" and row["answer"]
 
 
-def test_bench_serve_two_workers_on_one_postgresql_audit_store(tmp_path, embedder, postgres):
+def test_bench_serve_two_workers_on_one_postgresql_audit_store(tmp_path, embedder, postgres, bank_bot, hospital_bot):
     """`make bench-serve` with PostgreSQL: 2 worker processes, one FAISS index, one PostgreSQL audit store;
     every answered chat is audited exactly once, under the token's user."""
-    prepare(tmp_path / "data", embedder)
+    prepare(tmp_path / "data", embedder, warmed=(bank_bot, hospital_bot))
     url = postgres.new_database()
     out = tmp_path / "bench.json"
     result = subprocess.run(
