@@ -147,7 +147,7 @@ def config_from(args: argparse.Namespace) -> AssistantConfig:
 def cmd_ask(args: argparse.Namespace) -> int:
     from assistant.pipeline import Assistant
 
-    bot = Assistant(config_from(args))
+    bot = Assistant(config_from(args), warm=False)
     live = sys.stdout.isatty() and not args.json  # stream tokens to a terminal; pipes get the final text
     shown = ""
     response = None

@@ -203,6 +203,7 @@ CAVEAT = ("\n\n_Please double-check this: I'm not fully sure the documents suppo
 EVIDENCE_MAX_TOKENS = 80
 PART_ITEMS = 4  # evidence sentences kept for each question of a several-question message: as many as for the
 # question alone (with 3, fit/ hospital pairs both stated 68 %, with 4 76 %; bank unchanged)
+PROBE_MIN_WORDS = 4  # an "off-topic" or small-talk message this long is searched for in the documents
 OVERRIDE_SCORE = 0.56  # an "off-topic" message is answered only when its best evidence scores this much
 # a flow or a ticket is started on the classifier's word only when it is more sure than not, or when the
 # message asks for the action or tells the situation it is for: "I just got back from vacation" (lost card,
@@ -283,8 +284,11 @@ class Assistant:
     """Loads the pack, its index and the models once; answers many questions, from many threads."""
 
     def __init__(self, config: AssistantConfig | None = None, *, generator: TextGenerator | None = None,
-                 embedder: Embedder | None = None, progress: bool = False, audit: AuditLog | None = None):
-        """`generator`, `embedder` and `audit` let several assistants (one per domain) share them."""
+                 embedder: Embedder | None = None, progress: bool = False, audit: AuditLog | None = None,
+                 warm: bool = True):
+        """`generator`, `embedder` and `audit` let several assistants (one per domain) share them. `warm=False`
+        (a one-shot command): the evidence vectors saved by an earlier start are read, but the pack's other
+        sentences are not embedded in the background; a question embeds the few it needs."""
         self.config = config or AssistantConfig()
         if generator is not None:
             self.__dict__["generator"] = generator
@@ -321,7 +325,11 @@ class Assistant:
         self.injection = InjectionDetector.load(self.embedder)
         self.verifier = Verifier(self.embedder)
         self.warming: threading.Thread | None = None
-        if len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
+        if not warm:  # one question: embedding the whole pack beside it made it wait (bank `ask` 10 s)
+            for selector in (self.selector, self.second_opinion):
+                if selector is not None:
+                    unit_vectors.restore(selector, self._unit_vectors_dir)
+        elif len(self.searcher.store) <= 5000:  # a pack-sized index: embed its sentences while the UI starts
             self._warm_stop = threading.Event()
             warming = self.warming = threading.Thread(target=self._warm_evidence, daemon=True, name="evidence-warm-up")
             warming.start()
@@ -532,7 +540,7 @@ class Assistant:
         probe = None
         if (action in ("out_of_scope", "smalltalk") and (prediction.label not in RULE_REPLIES or unsure)
                 and not only_injection(message, self.injection)
-                and len(message.split()) >= 4):
+                and len(message.split()) >= PROBE_MIN_WORDS):
             probe = self._find_evidence(message, history, config, session_id)
             found = probe[1]
             own = found.own_score if found.own_score is not None else (found.evidence[0].score if found.evidence else 0.0)

@@ -196,8 +196,14 @@ class Embedder:
 
     @cached_property
     def max_tokens(self) -> int:
-        if self.resolved_backend == "onnx-int8" and "max_seq_length" in self._st_config:
-            return int(self._st_config["max_seq_length"])
+        if self.resolved_backend == "onnx-int8":
+            if "max_seq_length" in self._st_config:
+                return int(self._st_config["max_seq_length"])
+            # a model saved by sentence-transformers 6 keeps it as the tokenizer's limit: read it there rather
+            # than import sentence-transformers for one number (6 s of the first question)
+            limit = _tokenizer_limit(Path(self.path))
+            if limit is not None:
+                return limit
         return int(self.model.max_seq_length)
 
     def count_tokens(self, text: str) -> int:
@@ -216,6 +222,17 @@ class Embedder:
             show_progress_bar=progress,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _tokenizer_limit(path: Path) -> int | None:
+    """`model_max_length` of a local model's tokenizer_config.json, when it is a real limit."""
+    import json
+
+    try:
+        limit = json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(limit) if isinstance(limit, int | float) and 0 < limit <= 100_000 else None
 
 
 def _cuda() -> bool:

@@ -367,20 +367,6 @@ def test_exported_gguf_runs_in_llama_cpp_and_knows_what_the_adapter_learned(trai
     assert "7312" in tuned and "7312" not in base
 
 
-def test_bench_finetune_runs_end_to_end_on_cpu(tmp_path):
-    """The GPU benchmark's code, run small on CPU (float32 rows only), so it works when a GPU is lent."""
-    out = tmp_path / "bench.json"
-    result = run_cli("finetune.bench", "--device", "cpu", "--steps", "1", "--batch-size", "2",
-                     "--max-length", "64", "--train-file", "finetune/data/bank_hospital_dialogues.jsonl",
-                     "--json", str(out))
-    assert result.returncode == 0, result.stderr[-2000:]
-    runs = json.loads(out.read_text())["runs"]
-    assert set(runs) == {"plain_float32", "ours_float32_packed"}
-    assert all(r["tokens_per_s"] > 0 and r["mfu"] is None and r["peak_gib"] is None for r in runs.values())
-    assert "padded batches" in runs["plain_float32"]["setup"] and "LoRA" in runs["ours_float32_packed"]["setup"]
-    assert "| ours_float32_packed |" in result.stdout
-
-
 @pytest.mark.gpu
 def test_qlora_on_gpu_lowers_the_loss_within_memory(tiny_data, tmp_path):
     from finetune.train import train
@@ -428,11 +414,11 @@ def test_ddp_and_fsdp_over_two_processes_on_cpu_train_the_same_adapter(tiny_data
     for mode in ("ddp", "fsdp"):
         out = tmp_path / mode
         args = sum(([f"--{k.replace('_', '-')}", v] for k, v in tiny_overrides(
-            tiny_data, out, max_steps=6, batch_size=2, save_every=2, parallel=mode).items()), [])
+            tiny_data, out, max_steps=4, batch_size=2, save_every=2, parallel=mode).items()), [])
         if mode == "fsdp":
             _torchrun(args, kill_at_checkpoint=out / "checkpoint")
             killed_at = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
-            assert 2 <= killed_at < 6
+            assert killed_at == 2
         _torchrun(args)
         runs[mode] = (json.loads((out / "metrics.json").read_text()), load_file(out / "adapter" / "adapter_model.safetensors"))
     ddp, fsdp = runs["ddp"][0], runs["fsdp"][0]
@@ -440,14 +426,14 @@ def test_ddp_and_fsdp_over_two_processes_on_cpu_train_the_same_adapter(tiny_data
     assert fsdp["parallel"] == "fsdp" and "fully sharded (FSDP2) over 2 processes" in fsdp["setup"]
     assert fsdp["resumed"] is True
     for metrics in (ddp, fsdp):
-        assert metrics["steps"] == 6 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
+        assert metrics["steps"] == 4 and metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert fsdp["eval_loss_after"] == pytest.approx(ddp["eval_loss_after"], abs=1e-4)
     a, b = runs["ddp"][1], runs["fsdp"][1]
     assert a.keys() == b.keys() and len(a) > 0
     # the two paths sum gradients in a different order, and Adam turns a rounding difference in a gradient near
     # zero into a step of up to the learning rate (an AMX Xeon saw 1.4e-4 where others saw under 1e-4): each
-    # tensor is compared with how far it reaches, so a lost or repeated step (a sixth of the training, about
-    # 17 % of a LoRA B tensor) still fails
+    # tensor is compared with how far it reaches, so a lost or repeated step (a quarter of the training, about
+    # a quarter of a LoRA B tensor) still fails
     worst = max(float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-8)) for k in a)
     print(f"largest difference per tensor, relative to the tensor's largest value: {worst:.2e}")
     assert worst < 0.03, f"the FSDP adapter differs from the DDP one by up to {worst:.1%} of a tensor's largest value"

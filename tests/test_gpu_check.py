@@ -79,7 +79,12 @@ def test_the_gpu_check_rehearsed_on_cpu(tmp_path):
     assert {k: v["exit"] for k, v in summary.items() if k != "device"} == {
         "gpu_tests": 0, "bench_finetune": 0, "bench_generate": 0, "adapter_answers": 0}
     finetune = json.loads((out / "finetune.json").read_text())
-    assert set(finetune["runs"]) == {"plain_float32", "ours_float32_packed"}
+    # bench-finetune's rows, run small on CPU (float32 only): what the GPU run will print and save
+    runs = finetune["runs"]
+    assert set(runs) == {"plain_float32", "ours_float32_packed"}
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] is None and r["peak_gib"] is None for r in runs.values())
+    assert "padded batches" in runs["plain_float32"]["setup"] and "LoRA" in runs["ours_float32_packed"]["setup"]
+    assert "| ours_float32_packed |" in (out / "bench_finetune.log").read_text()
     assert finetune["quality"]["eval_loss_after"] < finetune["quality"]["eval_loss_before"]
     generate = json.loads((out / "generate.json").read_text())
     assert any("transformers" in name and "skipped" not in r for name, r in generate["results"].items())

@@ -334,3 +334,22 @@ def test_onnx_pooling_mode_reads_old_and_new_configs(tmp_path, config, expected)
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
     assert pooling_mode(tmp_path) == expected
+
+
+def test_a_model_saved_by_sentence_transformers_6_gives_its_length_without_loading_it(embedder, tmp_path):
+    """Its sentence_bert_config.json has no max_seq_length: the tokenizer's limit is read instead, and the ONNX
+    back end never loads the sentence-transformers model for that one number."""
+    import shutil
+
+    from index.embed import Embedder, _tokenizer_limit
+
+    model = tmp_path / "st6-model"
+    shutil.copytree(embedder.path, model)
+    (model / "sentence_bert_config.json").write_text(json.dumps({"module_output_name": "token_embeddings"}))
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 200}))
+    saved = Embedder(spec=str(model), backend="onnx-int8")
+    assert saved.max_tokens == 200 and "model" not in saved.__dict__
+    # transformers' "no limit" placeholder is not a limit: the model itself is asked then
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": int(1e30)}))
+    assert _tokenizer_limit(model) is None

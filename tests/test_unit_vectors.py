@@ -123,3 +123,18 @@ def test_the_assistant_saves_its_packs_vectors_after_warming_up(bank_bot):
         texts, vectors = unit_vectors._read(file)
         assert len(texts) == len(vectors) > 500  # every sentence of the pack
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+
+
+def test_a_one_shot_assistant_reads_the_saved_vectors_and_embeds_nothing_more(bank_bot, monkeypatch):
+    """`python -m assistant ask`: no background warm-up beside the one question; the last start's vectors are read."""
+    from assistant import Assistant, AssistantConfig
+    from assistant.answering import evidence
+
+    bank_bot.warming.join(600)
+    monkeypatch.setattr(evidence, "_SHARED_VECTORS", {})  # a new process: nothing in memory
+    bot = Assistant(AssistantConfig(domain="bank", data_dir=bank_bot.config.data_dir), generator=bank_bot.generator,
+                    embedder=bank_bot.embedder, warm=False)
+    assert bot.warming is None
+    assert len(bot.selector._cache) > 500 and len(bot.selector._context_cache) > 500
+    response = bot.respond("What routing number do I give my employer for direct deposit?")
+    assert "021555013" in response.answer
