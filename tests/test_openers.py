@@ -48,6 +48,11 @@ def test_an_opener_gets_the_greeting_not_a_decline(bank_bot, hospital_bot):
     # a topic the documents clearly answer is still answered
     topic = bank_bot.respond("I have a question about overdraft fees")
     assert topic.action == "answer" and "$32" in topic.answer
+    # however short: two words the classifier took for a goodbye
+    short = hospital_bot.respond("tty number?")
+    assert short.action == "answer" and "711" in short.answer, short.answer
+    for thanks in ("ok thanks", "bye now", "lol ok"):
+        assert hospital_bot.respond(thanks).action == "smalltalk", thanks
 
 
 def test_moves_in_a_chat_under_way():
