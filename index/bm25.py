@@ -41,6 +41,18 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
+# what `index_terms` makes of a text; a BM25 index saved with another version is built again when opened
+TOKENIZER_VERSION = 2  # 2: hyphenated compounds also as one word
+_COMPOUND = re.compile(r"\b([^\W\d_]+)[-/]([^\W\d_]+)\b")
+
+
+def index_terms(text: str) -> list[str]:
+    """The words BM25 indexes and searches: `tokenize`, plus every hyphenated compound written as one word, so
+    that "wifi" meets "Wi-Fi", "email" meets "e-mail" and "copay" meets "co-pay", whichever way each side spells it."""
+    joined = " ".join(a + b for a, b in _COMPOUND.findall(text))
+    return tokenize(text) + (tokenize(joined) if joined else [])
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-cased, stemmed words without stopwords; CJK runs as character bigrams."""
     text = text.lower()
@@ -62,8 +74,8 @@ def tokenize(text: str) -> list[str]:
 class BM25Index:
     """A bm25s index over a list of texts, saved in and loaded from a directory."""
 
-    def __init__(self, retriever, vocab: dict[str, int]):
-        self.retriever, self.vocab = retriever, vocab
+    def __init__(self, retriever, vocab: dict[str, int], tokenizer_version: int = TOKENIZER_VERSION):
+        self.retriever, self.vocab, self.tokenizer_version = retriever, vocab, tokenizer_version
         self._term_max: np.ndarray | None = None  # best score of each term in any chunk, for ceiling()
 
     @classmethod
@@ -73,7 +85,7 @@ class BM25Index:
         vocab: dict[str, int] = {"": 0}  # bm25s wants an empty token for empty documents
         ids = []
         for text in texts:
-            ids.append([vocab.setdefault(tok, len(vocab)) for tok in tokenize(text)] or [0])
+            ids.append([vocab.setdefault(tok, len(vocab)) for tok in index_terms(text)] or [0])
         retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
         if texts:
             retriever.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False,
@@ -86,7 +98,7 @@ class BM25Index:
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for `query` (zeros when no query word is in the index)."""
-        ids = [self.vocab[t] for t in tokenize(query) if t in self.vocab]
+        ids = [self.vocab[t] for t in index_terms(query) if t in self.vocab]
         if not ids or not len(self):
             return np.zeros(len(self), dtype=np.float32)
         return np.asarray(self.retriever.get_scores_from_ids(ids), dtype=np.float32)
@@ -123,6 +135,7 @@ class BM25Index:
         if len(self):
             self.retriever.save(str(directory))
         (directory / "vocab.json").write_text(json.dumps(self.vocab, ensure_ascii=False))
+        (directory / "tokenizer.json").write_text(json.dumps({"version": self.tokenizer_version}))
 
     @classmethod
     def load(cls, directory: Path) -> BM25Index:
@@ -133,4 +146,8 @@ class BM25Index:
             retriever = bm25s.BM25.load(str(directory), mmap=True)
         else:
             retriever = bm25s.BM25()
-        return cls(retriever, vocab)
+        try:
+            version = int(json.loads((directory / "tokenizer.json").read_text())["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            version = 1  # saved before the version was recorded
+        return cls(retriever, vocab, version)

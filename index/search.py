@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from index.bm25 import tokenize
+from index.bm25 import index_terms
 from index.embed import Embedder
 from index.errors import SettingError
 from index.rerank import Reranker
@@ -277,7 +277,7 @@ class Searcher:
         cosines = store.cosines(vector, rows)
         bm25 = bm25_all[rows]
         scale = float(bm25_all.max())
-        terms = tokenize(query)
+        terms = index_terms(query)
         features = query_features(len(terms), dense_rows, bm25_top, scale, store.bm25.ceiling(terms))
         return Candidates(rows, cosines, bm25, bm25 / scale if scale > 0 else bm25, features)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.bm25 import BM25Index
+from index.bm25 import TOKENIZER_VERSION, BM25Index
 from index.chunk import Chunk, ChunkConfig, chunk_document, tokenizer_counter
 from index.embed import Embedder
 from index.errors import UserError
@@ -224,7 +224,14 @@ class IndexStore(PrivateUploads):
     @property
     def bm25(self) -> BM25Index:
         if self._bm25 is None:
-            self._bm25 = BM25Index.load(self.path / "bm25")
+            bm25 = BM25Index.load(self.path / "bm25")
+            if bm25.tokenizer_version != TOKENIZER_VERSION:
+                # saved by an earlier version that split words differently: built again from the stored chunks
+                # (in memory; the next build saves it), so its queries meet its documents' words
+                bm25 = BM25Index.build([Chunk(text=r["text"], source=r["source"], title=r["title"],
+                                              headings=r["headings"]).embed_text
+                                        for _, r in sorted(self.chunks(range(len(self))).items())])
+            self._bm25 = bm25
         return self._bm25
 
     def search_vectors(self, queries: np.ndarray, depth: int,

@@ -353,3 +353,22 @@ def test_a_model_saved_by_sentence_transformers_6_gives_its_length_without_loadi
     # transformers' "no limit" placeholder is not a limit: the model itself is asked then
     (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": int(1e30)}))
     assert _tokenizer_limit(model) is None
+
+
+def test_keyword_search_meets_a_hyphenated_word_written_as_one(corpus, tmp_path, embedder):
+    """"wifi" finds "Wi-Fi" and "e-mail" finds "email"; an index saved before compounds were indexed is read
+    again from its chunks when opened, so an upgrade needs no rebuild."""
+    (corpus / "amenities.txt").write_text("Amenities\n\nFree guest Wi-Fi: network StBrigids-Guest, no password.\n"
+                                          "Send questions by email to help@example.org.\n")
+    build_index([str(corpus)], tmp_path / "idx", embedder, progress=False)
+    store = IndexStore.open(tmp_path / "idx")
+    searcher = Searcher(store, embedder)
+    for query in ("wifi", "e-mail"):
+        hits = searcher.search(query, k=3, mode="bm25")
+        assert hits and hits[0].source == "amenities.txt", (query, hits)
+    (store.path / "bm25" / "tokenizer.json").unlink()  # as an earlier version saved it
+    vocab = json.loads((store.path / "bm25" / "vocab.json").read_text())
+    (store.path / "bm25" / "vocab.json").write_text(json.dumps({k: v for k, v in vocab.items() if k != "wifi"}))
+    reopened = IndexStore.open(tmp_path / "idx")
+    assert reopened.bm25.tokenizer_version == 2 and "wifi" in reopened.bm25.vocab
+    assert Searcher(reopened, embedder).search("wifi", k=3, mode="bm25")[0].source == "amenities.txt"

@@ -27,7 +27,7 @@ import numpy as np
 
 from assistant.answering.cite import sentences as split_sentences
 from assistant.understanding.condense import STOPWORDS
-from index.bm25 import tokenize
+from index.bm25 import index_terms
 from index.embed import Embedder
 from index.search import Hit
 
@@ -316,14 +316,9 @@ def units_with_heads(text: str) -> list[tuple[str, str]]:
     return out
 
 
-_COMPOUND = re.compile(r"\b([^\W\d_]+)[-/]([^\W\d_]+)\b")
-
-
 def terms(text: str) -> list[str]:
-    """The index's words (`tokenize`) plus every hyphenated compound written as one word, so that "wifi"
-    meets "Wi-Fi", "email" meets "e-mail" and "copay" meets "co-pay", whichever way each side spells it."""
-    joined = " ".join(a + b for a, b in _COMPOUND.findall(text))
-    return tokenize(text) + (tokenize(joined) if joined else [])
+    """The index's words, hyphenated compounds also as one word (`index.bm25.index_terms`)."""
+    return index_terms(text)
 
 
 def _context(hit: Hit) -> str:
