@@ -46,6 +46,21 @@ def test_units_rejoin_wrapped_lines_and_read_tables():
                                         "Open 8 a.m. to 5 p.m.", "Closed on Sundays."]
 
 
+def test_rows_of_an_html_table_are_units_of_their_own():
+    """An HTML table reads as lines "cell | cell" without a border: each row is one unit, never glued to the row
+    above because that one was long (the ICU's visiting hours had been read as the end of the general units' row)."""
+    text = ("Unit | Location | Hours | Visitors at the bedside\n"
+            "General inpatient units (medical/surgical) | Main Tower, Floors 6 to 8 | 8:00 a.m. to 8:00 p.m. daily | "
+            "2 at a time\n"
+            "Intensive Care Unit (ICU) and Cardiac ICU | Main Tower, Floor 3 | 9:00 a.m. to 9:00 p.m. daily; visits "
+            "pause 7:00 to 7:30 p.m. for nursing shift change | 2 at a time; no visitors under age 12\n"
+            "Children under 12 may not visit the ICU.")
+    got = units(text)
+    assert "General inpatient units (medical/surgical): Main Tower, Floors 6 to 8: 8:00 a.m. to 8:00 p.m. daily: 2 at a time" in got
+    assert any(u.startswith("Intensive Care Unit (ICU) and Cardiac ICU: Main Tower, Floor 3: 9:00 a.m.") for u in got)
+    assert got[-1] == "Children under 12 may not visit the ICU."
+
+
 def test_a_unit_knows_the_heading_in_capitals_it_comes_under():
     text = ("meal, charged to a card.\n\nGIFT SHOP\nLocation: Main Tower lobby, Floor 1.\nHours: Monday to Friday "
             "9:00 a.m. to 7:00 p.m.; Saturday and Sunday\n10:00 a.m. to 4:00 p.m.\n\nCHAPEL AND SPIRITUAL CARE\n"

@@ -238,18 +238,19 @@ def _blocks(text: str) -> list[str]:
         if not line:
             open_block = False
             continue
-        starts = (_LIST_MARK.match(line) or line.startswith(("|", "#", "Q: ", "A: ")) or _LEADER.search(line)
+        row = line.startswith("|") or " | " in line  # a table row, bordered or not (an HTML table's rows)
+        starts = (_LIST_MARK.match(line) or row or line.startswith(("#", "Q: ", "A: ")) or _LEADER.search(line)
                   or not re.search(r"[a-z]", line) and not line.startswith("$"))  # a list item, table row,
         # heading, or an all-capitals title; a price alone ("$0") ends the row of a table above it
         wrapped = previous_length >= 60 or re.match(r"[a-z0-9$(]", line)  # a line that goes on the previous one
         if row_ended and re.match(r"[A-Z]", line):  # "...returned unpaid $0" / "Overdraft Protection transfer ..."
             wrapped = False
         goes_on = open_block or (abbreviated and re.match(r"[a-z]", line))  # "2:00 p.m." / "and 6:00 p.m."
-        if goes_on and not starts and wrapped and not blocks[-1].startswith(("|", "#")):
+        if goes_on and not starts and wrapped and not (blocks[-1].startswith(("|", "#")) or " | " in blocks[-1]):
             blocks[-1] = f"{blocks[-1]} {line}"
         else:
             blocks.append(line)
-        open_block = (not line.startswith(("|", "#")) and bool(re.search(r"[a-z]", line))
+        open_block = (not row and not line.startswith("#") and bool(re.search(r"[a-z]", line))
                       and not line.endswith((".", "!", "?", ":")) and not _LEADER.search(line))
         abbreviated = bool(_ABBREVIATION_END.search(line))
         row_ended = bool(_PRICE_END.search(line))
