@@ -37,6 +37,7 @@ from assistant.answering.evidence import (
     Evidence,
     EvidenceSelector,
     Selection,
+    asked_kinds,
     document_frequencies,
 )
 from assistant.answering.grounding import Grounding, GroundingChecker
@@ -52,7 +53,13 @@ from assistant.llm.generate import GenerationSettings, GenerationStats, TextGene
 from assistant.llm.models import BUNDLED_LLM_NAME, resolve_llm_dir
 from assistant.packs import DomainPack, folder_fingerprint, load_pack
 from assistant.tools.grounding_fit import grounding_weights
-from assistant.understanding.condense import condense, is_followup, points_back
+from assistant.understanding.condense import (
+    condense,
+    content_words,
+    is_followup,
+    points_back,
+    stands_alone,
+)
 from assistant.understanding.glossary import Glossary
 from assistant.understanding.intents import (
     OUT_OF_SCOPE,
@@ -71,6 +78,7 @@ from assistant.understanding.routing import (
     shorter_readings,
 )
 from assistant.understanding.slots import extract_slots, is_affirmative
+from index.chunk import Chunk
 from index.embed import Embedder, ModelSpecError, resolve_embedder
 from index.errors import SettingError
 from index.ingest import READER_VERSION
@@ -281,6 +289,8 @@ def _stop_thread(stop: threading.Event, thread: threading.Thread, wait_s: float 
 # (`Assistant._strongest`); chosen on fit/, fit2/ and fit3/: the best sentence held the fact for 55 of 98
 # answerable questions with such statements at 0, 58 at 0.02 to 0.05
 READING_MARGIN = 0.03
+# a question with at least this many words of three letters or more that carry its topic is not small talk
+QUESTION_WORDS = 3
 
 
 class Assistant:
@@ -551,6 +561,12 @@ class Assistant:
                 action = "answer"
             else:
                 probe = None
+        if (action == "smalltalk" and probe is None and not unsure and prediction.label not in RULE_REPLIES
+                and asks_question(read) and len([w for w in content_words(read) if len(w) > 2]) >= QUESTION_WORDS):
+            # a question of substance read as small talk ("does st brigids have a fertility clinic or do ivf" as
+            # a greeting) that the documents do not answer for sure: their closest evidence, said so, or the
+            # no-answer reply, never a greeting in reply to a question
+            action = "answer"
         return Route(prediction, action, offer, probe)
 
     def _asks_what_they_need(self, prediction: Prediction, history: list[tuple[str, str]]) -> Prediction:
@@ -665,18 +681,27 @@ class Assistant:
         readings = [message, *shorter_readings(message, points_back=bool(history))]
         # "how much notice do you need" needs what was said before it: searched alone only after earlier turns
         queries = [r for r in readings if r == message or not leans_on_previous(r)]
+        asks_of: dict[str, str] = {}
         if history:
             for asked in readings:
                 condensed = self.retrieval_query(asked, history)
                 if condensed not in queries:
                     queries.append(condensed)
+                    if asked_kinds(asked):
+                        # "ok and what time do i have to get it in by?" after a wire's fee asks a time, not the
+                        # fee the earlier topic's words add; "and on weekends?" asks what the earlier one asked
+                        asks_of[condensed] = asked
             condensed_only = [q for q in queries if q not in readings]
             if points_back(message) and condensed_only:
                 # "what time does it close on sundays?" after the gift shop: alone, "it" is whatever closes on
                 # Sundays (the appointment line scored higher than the gift shop); a dummy "it" ("how much does
                 # it cost to send money...") is still searched alone as well
                 queries = condensed_only
-        best = self._strongest(queries, config, session_id, shorter=set(readings[1:]))
+        # a question whose grammar stands alone ("how much does it cost to get a copy of a statement?" after
+        # activating a card) keeps the earlier topic only when the evidence found with it answers the message's own
+        # words better: the topic's words make any of the topic's sentences score higher on the longer query
+        own = message if history and len(queries) > 1 and stands_alone(message) else None
+        best = self._strongest(queries, config, session_id, shorter=set(readings[1:]), own=own, asks_of=asks_of)
         if history and self._unsure(best[2], config):
             # a message that does not read as a follow-up but finds no sure answer on its own ("can my 8 year
             # old come with me?" after ICU visiting hours) is searched once more with the earlier topic; only
@@ -702,13 +727,17 @@ class Assistant:
         return found.flagged and found.probability >= weights.flag_threshold(config.caution)
 
     def _strongest(self, queries: list[str], config: AssistantConfig, session_id: str | None,
-                   asks: str | None = None, shorter: set[str] = frozenset()) -> tuple[float, str, Selection, list[Hit]]:
+                   asks: str | None = None, shorter: set[str] = frozenset(),
+                   own: str | None = None, asks_of: dict[str, str] | None = None) -> tuple[float, str, Selection, list[Hit]]:
         """(best unit's score, query, selection, pool) of the query whose evidence scores highest (`asks`: the
         text whose kind of fact counts, when not the query itself). A `shorter` reading (the question without
         the statements told before it) must beat the others by `READING_MARGIN`: a shorter query meets generic
         sentences more closely, so a tie goes to the reading that keeps the context ("I am deaf, use TTY. How
         I call the hospital?" found the TTY relay line, 0.697; "How I call the hospital?" alone the 911
-        sentence, 0.699)."""
+        sentence, 0.699). With `own`, each query's evidence competes on how its best sentence scores against `own`
+        (the message as written) instead of against the query that found it, and another query's must beat the
+        message's own by `READING_MARGIN`. `asks_of`: per query, the text whose kind of fact counts (in place of
+        `asks`)."""
         # a query that uses only an everyday word for a term of the documents is also searched with the term added
         # (the glossary), and the sentences found so are the evidence; how sure that evidence is stays judged on
         # the customer's own words, as is what they ask for (the kind of fact, the place named)
@@ -722,8 +751,10 @@ class Assistant:
         # the second opinion may only add doubt where it is not already a term of the selector's model
         veto = self.second_opinion is not None and not (self.selector.judge and self.selector.weights.judge_coef)
         best: tuple[float, str, Selection, list[Hit]] | None = None
+        default_asks = asks
         for query in queries:
             pool = pools[query]
+            asks = (asks_of or {}).get(query, default_asks)
             found = self.selector.assess(query, pool, asks, flag_below=caution) if pool else Selection([], 0.0, False)
             # the readings compete on the customer's own words too
             score = found.evidence[0].score if found.evidence else -1.0
@@ -737,9 +768,21 @@ class Assistant:
             if (found.evidence and not found.flagged and veto
                     and self.second_opinion.doubts(query, pools[query], asks, flag_below=CAUTION_LEVELS[config.caution])):
                 found = replace(found, flagged=True)
+            if own is not None and found.evidence:  # scored alike for every query; a tie stays with the message
+                score = self._own_score(own, found.evidence[0], pool) - (READING_MARGIN if query != own else 0.0)
             if best is None or score - (READING_MARGIN if query in shorter else 0.0) > best[0]:
                 best = (score, query, found, pool)
         return best
+
+    def _own_score(self, message: str, evidence: Evidence, pool: list[Hit]) -> float:
+        """The selector's score of one evidence sentence against `message`, its passage's cosine taken against
+        `message` too (the pool's was against the query that found it)."""
+        hit = pool[evidence.n - 1]
+        passage = Chunk(text=hit.text, source=hit.source, title=hit.title, headings=hit.headings).embed_text
+        question, text = self.embedder.encode([message, passage])
+        hit = replace(hit, dense_score=float(question @ text))
+        return next((score for score, _, unit, _ in self.selector.score(message, [hit]) if unit == evidence.text),
+                    evidence.score)
 
     def confidence_level(self, confidence: float | None) -> str:
         """"high", "medium" or "low" by the active weights' own thresholds (the evidence selector's answer and

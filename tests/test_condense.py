@@ -1,6 +1,12 @@
 """Follow-up questions become standalone search queries (assistant/understanding/condense.py)."""
 
-from assistant.understanding.condense import condense, content_words, is_followup, points_back
+from assistant.understanding.condense import (
+    condense,
+    content_words,
+    is_followup,
+    points_back,
+    stands_alone,
+)
 
 WIRE = "How much does it cost to send an international wire?"
 
@@ -71,6 +77,23 @@ def test_a_pronoun_that_points_back_is_told_from_a_dummy_one():
                   "what about for a joint account"):  # an opener without a pronoun: condensed, also searched alone
         assert not points_back(dummy), dummy
     assert "where's" not in condense("what time does it close on sundays?", [("where's the gift shop", "")])
+
+
+def test_a_question_with_only_a_dummy_pronoun_stands_alone():
+    for alone in ("how much does it cost to get a copy of an old statement?", "is it possible to pay my bill in cash",
+                  "is it free to get a new debit card if mine got stolen?"):
+        assert stands_alone(alone), alone
+    for leaning in ("what time does it close on sundays?", "how much does that cost?", "and on weekends?",
+                    "saturday too?", "what about for a joint account", "how long does it take to arrive",
+                    "ok and if it's going abroad?"):
+        assert not stands_alone(leaning), leaning
+
+
+def test_a_filler_word_before_the_opener_still_opens_a_followup():
+    message = "ok and if hes in there like a week, is there anything cheaper"
+    assert is_followup(message)
+    condensed = condense(message, [("how much is it to park in the garage for a whole day?", "")])
+    assert "garage" in condensed and not condensed.lower().startswith("ok")
 
 
 def test_a_followup_that_points_back_is_searched_with_the_earlier_topic_only(hospital_bot):

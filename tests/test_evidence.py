@@ -416,6 +416,18 @@ def test_dummy_pronoun_question_is_a_new_topic(bank_bot):
     assert evidence and any("$45" in e.text or "international" in e.text.lower() for e in evidence)
 
 
+def test_dummy_pronoun_question_is_judged_on_its_own_words(bank_bot):
+    """With the earlier topic put in place of its dummy "it", the question scored higher on the card's own sentences
+    ("Expedited delivery ... costs $25") than alone on the statement copies' fee: each reading's best sentence is
+    now scored against the message as written."""
+    first = "how do i activate my new debit card"
+    history = [(first, bank_bot.respond(first, answer_mode="quote").answer)]
+    message = "how much does it cost to get a copy of an old statement?"
+    query, found, _ = bank_bot._find_evidence(message, history, bank_bot.config)
+    assert query == message, query
+    assert found.evidence and "$5 each" in found.evidence[0].text, [e.text for e in found.evidence]
+
+
 def test_real_followup_keeps_the_topic(bank_bot):
     first = "How do I send an international wire?"
     history = [(first, bank_bot.respond(first).answer)]

@@ -85,3 +85,28 @@ def test_a_chat_that_pauses_asks_for_more_and_disagrees(bank_bot):
     assert sorry.action == "smalltalk" and "sorry" in sorry.answer.lower() and "person" in sorry.answer
     person = say("yes please")  # the person just offered
     assert person.action == "handoff" and person.ticket
+
+
+def test_a_question_read_as_small_talk_gets_the_documents_not_a_greeting(hospital_bot, monkeypatch):
+    """"does st brigids have a fertility clinic or do ivf" was classified as a greeting, the documents had no
+    sure answer for it, and the greeting came back in reply; a question of substance now gets the no-answer
+    reply (or the closest the documents come, said so), while small talk stays small talk."""
+    from assistant.understanding.intents import Prediction
+
+    greeting = Prediction(label="greeting", confidence=0.9, top=[("greeting", 0.9)])
+    monkeypatch.setattr(hospital_bot, "classify", lambda message, history=None: greeting)
+    question = hospital_bot.route("does st brigids have a fertility clinic or do ivf")
+    assert question.action == "answer"
+    response = hospital_bot.respond("does st brigids have a fertility clinic or do ivf", answer_mode="quote")
+    assert response.action == "answer" and (response.refused or response.caveat), response.answer
+    assert "welcome" not in response.answer.lower()
+    for small in ("hello how r u", "hi there, can you help me?", "good morning!"):
+        assert hospital_bot.route(small).action == "smalltalk", small
+
+
+def test_a_question_after_a_dash_is_a_question():
+    from assistant.understanding.routing import asks_question
+
+    assert asks_question("different thing - is it possible to do one of those on-demand video visits for my kid")
+    assert asks_question("separate thing – is it possible to pay my bill in person")
+    assert not asks_question("a $5 - $10 fee")

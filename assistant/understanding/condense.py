@@ -20,7 +20,9 @@ _OPENER = re.compile(
     r"^\s*(?:(?:and|but|also|plus|so|ok(?:ay)?|then)\b[\s,]*)*"
     r"(?:(?:what|how)\s+about|what\s+if|same\s+(?:for|with)|and\s+for|and\s+in|and\s+on|and\s+the|and\s+a|and)?\b",
     re.IGNORECASE)
-_CONTINUES = re.compile(r"^\s*(?:and|but|also|plus|what about|how about|what if|same for|same with)\b", re.I)
+# "ok and if he's in there a week?": a filler word may come first
+_CONTINUES = re.compile(r"^\s*(?:(?:ok(?:ay)?|so|then|alright)\b[\s,]*)?"
+                        r"(?:and|but|also|plus|what about|how about|what if|same for|same with)\b", re.I)
 # pronouns that point back at the previous topic; "there" only where it is not "is there"/"are there"
 _PRONOUN = re.compile(r"\b(it|its|that|this|them|they|those|these|one|ones)\b", re.IGNORECASE)
 _REPLACEABLE = re.compile(r"\b(it|that|this|them|those|these)\b(?!\s+(?:is|are|was|were)\b\s*\?)", re.IGNORECASE)
@@ -79,6 +81,15 @@ def points_back(message: str) -> bool:
         return False
     rest = _DUMMY.sub(" ", re.sub(r"(?i)\b(?:is|are|was|were)\s+there\b", "", message))
     return bool(_PRONOUN.search(rest))
+
+
+def stands_alone(message: str) -> bool:
+    """A question whose only pronoun is a dummy one ("how much does it cost to get a copy of a statement?",
+    "is it possible to ..."): it reads as a follow-up by its pronoun, but its grammar needs nothing said before."""
+    if _CONTINUES.match(message) or len(content_words(message)) < 3:
+        return False
+    text = re.sub(r"(?i)\b(?:is|are|was|were)\s+there\b", "", message)
+    return bool(_PRONOUN.search(text)) and not _PRONOUN.search(_DUMMY.sub(" ", text))
 
 
 def condense(message: str, history: list[tuple[str, str]] | None, *, force: bool = False) -> str:

@@ -72,7 +72,8 @@ _EMBEDDED_QUESTION = re.compile(
     re.IGNORECASE,
 )
 # where a message splits into clauses: punctuation, or a conjunction that starts a new one
-_CLAUSES = re.compile(r"[,.;:!?]+\s*|\s+(?:but|so|and then)\s+", re.IGNORECASE)
+# or a dash between spaces ("different thing - is it possible to ...")
+_CLAUSES = re.compile(r"[,.;:!?]+\s*|\s+[-–—]{1,2}\s+|\s+(?:but|so|and then)\s+", re.IGNORECASE)
 
 
 def _clauses(message: str) -> list[str]:
