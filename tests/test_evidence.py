@@ -491,6 +491,28 @@ def test_a_place_the_evidence_does_not_name_is_only_the_closest_match(hospital_b
     assert not pharmacy.caveat and "9:00 a.m. to 5:00 p.m." in pharmacy.answer
 
 
+def test_a_rule_for_every_place_of_a_kind_covers_the_one_named():
+    """"All three branches are open ..." answers for the Fairhaven branch and "your first visit with a new clinic"
+    for the cardiology clinic; a sentence about another named place, or about a group that is not every place
+    ("General inpatient units"), still does not. Words that describe rather than name ("my old pharmacy", "a
+    government office") are not names."""
+    def unit(text):
+        return Evidence(n=1, text=text, source="x.md", title="Hours", section="", score=0.7)
+
+    assert places_missing("is the fairhaven branch open saturdays?",
+                          unit("All three branches are open Monday to Friday 9:00 a.m. to 5:00 p.m.")) == []
+    assert places_missing("first time at the new cardiology clinic, how early should i show up",
+                          unit("Arrive 30 minutes early for your first visit with a new clinic.")) == []
+    assert places_missing("what are the physical therapy clinic's hours",
+                          unit("The Urgent Care clinic is open every day 8:00 a.m. to 8:00 p.m.")) == ["therapy", "physical"]
+    assert places_missing("visiting hours on the psych unit",
+                          unit("General inpatient units (medical/surgical): 8:00 a.m. to 8:00 p.m.")) == ["psych"]
+    assert places_missing("how long to move my prescriptions from my old pharmacy",
+                          unit("Transfers usually take 1 business day.")) == []
+    assert places_missing("is there a government office i can complain to",
+                          unit("You may also file a complaint with the Office for Civil Rights.")) == []
+
+
 def test_caution_moves_only_the_flag_threshold(bank_bot):
     """A stricter setting shows more evidence as "the closest the documents come", never less, and changes
     nothing else: the same evidence, the same probability. Customer-phrased fit/ questions, answerable and not."""

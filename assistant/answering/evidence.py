@@ -577,9 +577,18 @@ _PLACE_AFTER = re.compile(r"\b(?:(?:branch|location|office|clinic)(?:es|s)?\s+(?
                           r"(?P<town>[a-z][a-z'-]*(?:\s+[a-z][a-z'-]*)?)|lot\s+(?P<lot>[a-z0-9])\b)", re.I)
 _TOWN_FIRST = frozenset({"new", "north", "south", "east", "west", "fort", "saint", "st", "port", "mount", "lake",
                          "san", "santa", "los", "las", "el", "la", "old", "upper", "lower", "great", "little"})
-_NOT_A_NAME = frozenset({"main", "local", "nearest", "closest", "new", "big", "bigger", "same", "other", "another",
+_NOT_A_NAME = frozenset({"main", "local", "nearest", "closest", "new", "old", "previous", "current", "former",
+                         "government", "federal", "big", "bigger", "same", "other", "another",
                          "next", "first", "whats", "hospital", "hospitals", "regional", "medical", "area", "town",
                          "city", "state", "neighborhood", "neighbourhood", "country", "person", "general", "here"})
+
+
+def _any_place(word: str, text: str) -> bool:
+    """The text says something of every place of this kind, or of any one: "all three branches", "a new clinic",
+    "any branch", "each unit" (a rule for the cardiology clinic as for every other)."""
+    stem = re.escape(re.sub(r"(?:es|s)$", "", word.lower()) if word.lower() not in ("lab", "unit") else word.lower())
+    return bool(re.search(rf"\b(?:a|an|any|all|every|each|your)\s+(?:(?:new|other|three|two|four|five|six|\d+|of\s+our)"
+                          rf"\s+)?{stem}(?:es|s)?\b", text, re.I))
 
 
 def places_missing(question: str, evidence: Evidence) -> list[str]:
@@ -588,7 +597,10 @@ def places_missing(question: str, evidence: Evidence) -> list[str]:
     headings and its title do not hold."""
     low = question.lower()
     names: list[str] = []
+    where = f"{evidence.title} {evidence.section} {evidence.text}"
     for match in _PLACE.finditer(low):
+        if _any_place(match.group(0), where):  # "30 minutes early for your first visit with a new clinic"
+            continue
         for word in reversed(re.findall(r"[a-z][a-z'-]*", low[:match.start()])[-2:]):
             word = word.removesuffix("'s").removesuffix("’s")
             if word in STOPWORDS or word in _NOT_A_NAME:
@@ -604,7 +616,6 @@ def places_missing(question: str, evidence: Evidence) -> list[str]:
         names += [w for w in town if w not in STOPWORDS and w not in _NOT_A_NAME - _TOWN_FIRST]
     if not names:
         return []
-    where = f"{evidence.title} {evidence.section} {evidence.text}"
     held = set(terms(where))
     return [w for w in names if not (re.search(rf"\b{re.escape(w)}\b", where, re.I) if w.startswith("lot ")
                                      else set(terms(w)) <= held)]
