@@ -624,6 +624,9 @@ def test_the_opposite_of_what_is_asked_is_only_the_closest_answer(bank_bot):
                      title="Your Northbridge Visa Debit Card", section="Daily limits", score=0.8)
     assert opposite_instead("what's the cash advance limit on my credit card?", [debit])
     assert not opposite_instead("what's the daily atm limit on my debit card?", [debit])
+    # a teller's counter is not an ATM: the ATM limit is not the answer to how much a teller pays out
+    assert opposite_instead("whats the most cash i can withdraw from a teller in one day", [limit])
+    assert not opposite_instead("how much can i take out at the atm", [limit])
     # end to end, "what's the cash advance limit on my credit card?" was flagged by this rule while its best sentence
     # was the debit card's limit; since the larger context encoder its best sentence is the cash advance *fee*, shown
     # as sure: a near-miss lost (README, "A larger encoder for the sentence in its context")

@@ -662,7 +662,9 @@ _OPPOSITES = [(re.compile(a, re.I), re.compile(b, re.I)) for a, b in (
     (r"\bdeposit(?:s|ing|ed)?\b", r"\bwithdr[ae]w\w*"), (r"\bwithdr[ae]w\w*", r"\bdeposit(?:s|ing|ed)?\b"),
     (r"\bincoming\b", r"\boutgoing\b"), (r"\boutgoing\b", r"\bincoming\b"),
     (r"\bcredit cards?\b", r"\bdebit cards?\b"), (r"\bdebit cards?\b", r"\bcredit cards?\b"),
-    (r"\binpatients?\b", r"\boutpatients?\b"), (r"\boutpatients?\b", r"\binpatients?\b"))]
+    (r"\binpatients?\b", r"\boutpatients?\b"), (r"\boutpatients?\b", r"\binpatients?\b"),
+    # cash from a teller is not cash from an ATM
+    (r"\btellers?\b", r"\bATMs?\b"), (r"\bATMs?\b", r"\btellers?\b"))]
 
 
 def opposite_instead(question: str, evidence: list[Evidence]) -> bool:
