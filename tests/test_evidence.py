@@ -599,6 +599,11 @@ def test_a_price_list_without_the_thing_asked_about_is_only_the_closest_answer(h
     forms = [row("Forms completed for you (disability, FMLA, school): $15 per form."), row("Paper copies: $5.")]
     assert not row_missing("is there a fee for the hospital to fill out my FMLA paperwork", forms)
     assert not row_missing("where do i get an mri of the knee", prices)  # no price asked
+    # a hyphenated word is one word of a row's name: "x-ray" alone does not name "Chest X-ray, 2 views"
+    images = [row("Chest X-ray, 2 views: $95."), row("CT abdomen and pelvis with contrast: $520.")]
+    assert row_missing("how much would an x-ray of my ankle be if i pay myself", images)
+    assert not row_missing("how much is a chest x-ray if i pay cash", images)
+    assert not row_missing("how much is a chest xray", images)
     sentence = Evidence(n=1, text="A 15-day extension costs 0.125% of the loan amount.", source="mortgages.md",
                         title="Home Loans", section="Fees and rate lock", score=0.8)
     assert not row_missing("what does it cost to extend my rate lock", [sentence, row("Rate lock: 60 days free."),

@@ -690,9 +690,12 @@ def row_missing(question: str, evidence: list[Evidence]) -> bool:
     best = evidence[0]
     names = [m.group("name") for e in evidence
              if (e.source, e.section) == (best.source, best.section) and (m := _PRICED_ROW.match(e.text))]
-    asked = set(terms(question))
+    # a hyphenated word counts once ("Chest X-ray" is two words, not four with "x-ray"'s parts): joined first
+    joined = functools.partial(re.sub, r"(?<=[a-z])[-‐‑](?=[a-z])", "", flags=re.I)
+    asked = set(terms(joined(question)))
 
     def named(name: str) -> bool:  # "Forms completed for you (disability, FMLA, school)": FMLA names it
+        name = joined(name)
         words = set(terms(re.sub(r"\([^)]*\)", " ", name)))
         other_names = set(terms(" ".join(re.findall(r"\(([^)]*)\)", name))))
         return len(words & asked) >= len(words) / 2 or bool(other_names & asked)
